@@ -1,0 +1,200 @@
+"""Wiring: settings in, a running exporter out; and its `--once` and `--demo` forms."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import SecretStr
+
+from exporter import __version__
+from exporter.auth import Authenticator, TokenAuth
+from exporter.client import CCEClient
+from exporter.config import Settings, split_host_port
+from exporter.demo import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app
+from exporter.exposition import Renderer
+from exporter.instruments import Instruments
+from exporter.logs import event
+from exporter.scheduler import PollSettings, Scheduler
+from exporter.state import JobStore
+from exporter.web import WebContext, create_app
+
+log = logging.getLogger(__name__)
+
+# How often the demo looks for newly arrived jobs to watch.
+_DEMO_ARRIVAL_CHECK = 2.0
+# The demo's poll interval when none is configured: a few seconds, to see movement.
+_DEMO_POLL_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Exporter:
+    """The parts of a running exporter."""
+
+    settings: Settings
+    instruments: Instruments
+    store: JobStore
+    scheduler: Scheduler
+    renderer: Renderer
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | bool:
+    """TLS trust for the outgoing connections."""
+    if settings.insecure_skip_verify:
+        event(log, logging.WARNING, "tls_verification_disabled", setting="insecure_skip_verify")
+        return False
+    if settings.ca_bundle is not None:
+        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+    return True
+
+
+def make_auth(settings: Settings) -> Authenticator:
+    """Return the authenticator that the settings configure."""
+    token = settings.token
+    if token is None:  # excluded by check_settings
+        msg = "no authentication configured"
+        raise RuntimeError(msg)
+    return TokenAuth(token)
+
+
+@contextlib.asynccontextmanager
+async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
+    """Build the exporter: one HTTP session for its whole life, closed at the end."""
+    instruments = Instruments()
+    connector = aiohttp.TCPConnector(limit=settings.poll_concurrency, ssl=ssl_context(settings))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        client = CCEClient(
+            session,
+            settings.cce_endpoint,
+            make_auth(settings),
+            instruments,
+            timeout=settings.request_timeout,
+        )
+        store = JobStore()
+        project_id = settings.project_id or ""
+        scheduler = Scheduler(
+            client,
+            store,
+            instruments,
+            PollSettings(
+                project_id=project_id,
+                poll_interval=settings.poll_interval,
+                poll_concurrency=settings.poll_concurrency,
+                finished_retention=settings.finished_retention,
+                jitter=min(1.0, settings.poll_interval / 10),
+            ),
+        )
+        scheduler.watch(settings.job_ids)
+        try:
+            yield Exporter(
+                settings, instruments, store, scheduler, Renderer(project_id, instruments.registry)
+            )
+        finally:
+            await scheduler.stop()
+
+
+async def run_once(settings: Settings) -> int:
+    """Poll every watched job once and print the exposition; 0 if every poll succeeded."""
+    async with exporter(settings) as ex:
+        if not settings.job_ids:
+            event(log, logging.WARNING, "no_jobs", hint="set job_ids to choose the jobs to poll")
+        await ex.scheduler.poll_due(jitter=False)
+        sys.stdout.write(ex.renderer.render(ex.store))
+        sys.stdout.flush()
+        return 0 if all(state.last_ok for state in ex.store) else 1
+
+
+async def _serve_http(ex: Exporter) -> web.AppRunner:
+    app = create_app(WebContext(ex.store, ex.renderer, lambda: ex.scheduler.ready))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = split_host_port(ex.settings.listen_address)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    event(log, logging.INFO, "listening", address=ex.settings.listen_address, version=__version__)
+    return runner
+
+
+async def run_service(
+    settings: Settings,
+    stop: asyncio.Event,
+    companions: Callable[[Exporter], list[Coroutine[Any, Any, None]]] | None = None,
+) -> int:
+    """Serve /metrics and poll until `stop` is set; return the exit status.
+
+    `companions` gives more tasks to run beside the poll loop, owned and
+    cancelled the same way.
+    """
+    async with exporter(settings) as ex:
+        runner = await _serve_http(ex)
+        coros = [ex.scheduler.run(), *(companions(ex) if companions else [])]
+        tasks = [asyncio.create_task(coro) for coro in coros]
+        event(
+            log,
+            logging.INFO,
+            "started",
+            jobs=len(ex.store),
+            endpoint=settings.cce_endpoint,
+            poll_interval=settings.poll_interval,
+        )
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()
+    event(log, logging.INFO, "stopped")
+    return 0
+
+
+async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
+    """Run the service against the built-in simulated CCE API."""
+    cloud = DemoCloud()
+    runner = web.AppRunner(create_demo_app(cloud), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    interval = settings.poll_interval
+    if "poll_interval" not in settings.model_fields_set:
+        interval = _DEMO_POLL_INTERVAL
+    demo_settings = settings.model_copy(
+        update={
+            "endpoint": f"http://127.0.0.1:{port}",
+            "project_id": DEMO_PROJECT_ID,
+            "auth_token": SecretStr(DEMO_TOKEN),
+            "auth_token_file": None,
+            "job_ids": tuple(job.job_id for job in cloud.jobs()),
+            "poll_interval": interval,
+        }
+    )
+    event(log, logging.INFO, "demo_api_started", endpoint=demo_settings.endpoint)
+    try:
+        return await run_service(
+            demo_settings, stop, lambda ex: [_follow_demo_arrivals(cloud, ex.scheduler)]
+        )
+    finally:
+        await runner.cleanup()
+
+
+async def _follow_demo_arrivals(cloud: DemoCloud, scheduler: Scheduler) -> None:
+    """Watch each new demo job as it arrives."""
+    while True:
+        await asyncio.sleep(_DEMO_ARRIVAL_CHECK)
+        for job_id in scheduler.watch(job.job_id for job in cloud.jobs()):
+            event(log, logging.INFO, "demo_job_arrived", job_id=job_id)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop`: the service shuts down cleanly."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)

@@ -1,0 +1,99 @@
+"""The command line: flags, settings, and the choice of what to run."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from exporter import __version__
+from exporter.app import install_signal_handlers, run_demo, run_once, run_service
+from exporter.config import SECRET_FIELDS, ConfigError, Settings, env_name, load_settings
+from exporter.logs import setup_logging
+
+EXIT_CONFIG = 2
+
+_HELP = {
+    "endpoint": "CCE base URL, e.g. https://cce.cn-north-4.myhuaweicloud.com",
+    "region": "region name, e.g. cn-north-4 (derives the endpoint)",
+    "project_id": "project whose jobs are watched",
+    "job_ids": "comma-separated job IDs to watch",
+    "poll_interval": "seconds between polls of a job that is not finished",
+    "poll_concurrency": "most API requests in flight at once",
+    "request_timeout": "seconds for one API request",
+    "finished_retention": "seconds a finished job keeps its series",
+    "listen_address": "host:port of the HTTP server",
+    "log_level": "debug, info, warning or error",
+    "log_format": "text or json",
+    "ca_bundle": "CA certificates to trust for the CCE endpoint",
+    "insecure_skip_verify": "do not verify the CCE endpoint's TLS certificate",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser: the commands, and a flag for every setting that is not a secret."""
+    parser = argparse.ArgumentParser(
+        prog="cce-job-exporter",
+        description="Prometheus exporter for Huawei Cloud CCE jobs.",
+        epilog=(
+            "Every setting can also be set as an environment variable CCE_EXPORTER_<NAME> "
+            "or in the --config file. Secrets (auth_token, ...) have no flag: pass them "
+            "in the environment, the config file, or a <name>_file."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", type=Path, metavar="PATH", help="YAML file of settings")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--demo", action="store_true", help="run against a built-in simulated CCE API"
+    )
+    mode.add_argument(
+        "--once", action="store_true", help="poll every watched job once, print the metrics, exit"
+    )
+    mode.add_argument("--check-config", action="store_true", help="validate the settings and exit")
+    settings = parser.add_argument_group("settings")
+    for name, field in Settings.model_fields.items():
+        if name in SECRET_FIELDS or name.endswith("_file"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{_HELP.get(name, name)} (env {env_name(name)})"
+        if field.annotation is bool:
+            settings.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            settings.add_argument(flag, dest=name, metavar="VALUE", default=None, help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags: dict[str, Any] = {
+        name: value
+        for name, value in vars(args).items()
+        if name in Settings.model_fields and value is not None
+    }
+    try:
+        settings = load_settings(flags, args.config, demo=args.demo)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"cce-job-exporter: configuration error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print("configuration OK")
+        return 0
+    setup_logging(settings.log_level.value, settings.log_format.value)
+    if args.once:
+        return asyncio.run(run_once(settings))
+    return asyncio.run(_serve(settings, demo=args.demo))
+
+
+async def _serve(settings: Settings, *, demo: bool) -> int:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    if demo:
+        return await run_demo(settings, stop)
+    return await run_service(settings, stop)

@@ -1,0 +1,360 @@
+"""Settings: one pydantic-settings model, read from flags, environment and YAML.
+
+Sources, highest first: command-line flags, `CCE_EXPORTER_<NAME>` environment
+variables, the YAML file given by `--config`, defaults. `load_settings` turns
+every problem into a `ConfigError` naming the setting and where it came from.
+"""
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from exporter.ids import check_id
+
+ENV_PREFIX = "CCE_EXPORTER_"
+DEFAULT_PORT = 9849
+
+
+class LogLevel(StrEnum):
+    """How much the exporter logs."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogFormat(StrEnum):
+    """How log lines are written: for people or for machines."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def _read_secret_file(value: object) -> object:
+    """Read the secret that a `*_file` setting points to."""
+    if value is None or isinstance(value, SecretStr):
+        return value
+    path = Path(str(value))
+    try:
+        content = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read {path}: {exc.strerror or exc}"
+        raise ValueError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"{path} is not UTF-8 text"
+        raise ValueError(msg) from None
+    secret = content.strip()
+    if not secret:
+        msg = f"{path} is empty"
+        raise ValueError(msg)
+    return secret
+
+
+def _split_list(value: object) -> object:
+    """Accept a comma-separated string (env, flags) as well as a YAML list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# A `*_file` setting is validated into the secret it holds, so a bad path is
+# reported against the `*_file` setting itself.
+SecretFile = Annotated[SecretStr | None, BeforeValidator(_read_secret_file)]
+IdList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the exporter; see the README for their meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    endpoint: str | None = None
+    region: str | None = None
+    project_id: str | None = None
+    job_ids: IdList = ()
+
+    auth_token: SecretStr | None = None
+    auth_token_file: SecretFile = None
+
+    poll_interval: float = Field(default=30.0, gt=0)
+    poll_concurrency: int = Field(default=16, ge=1, le=1000)
+    request_timeout: float = Field(default=10.0, gt=0)
+    finished_retention: float = Field(default=3600.0, ge=0)
+
+    listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.TEXT
+
+    ca_bundle: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{2,}(-[a-z]+)+-\d+", value):
+            msg = f"{value!r} is not a region name like 'cn-north-4'"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("project_id")
+    @classmethod
+    def _check_project(cls, value: str | None) -> str | None:
+        return None if value is None else check_id(value)
+
+    @field_validator("job_ids")
+    @classmethod
+    def _check_job_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for job_id in value:
+            check_id(job_id)
+        return tuple(dict.fromkeys(value))  # one watch per ID, first order kept
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            msg = f"{value!r} is not an http(s) URL like 'https://cce.cn-north-4.myhuaweicloud.com'"
+            raise ValueError(msg)
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            msg = "plain http:// is refused for a host that is not a loopback address; use https://"
+            raise ValueError(msg)
+        if parts.query or parts.fragment:
+            msg = "the endpoint takes no query string or fragment"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            msg = f"{value} is not a readable file"
+            raise ValueError(msg)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Take only the values given: `load_settings` reads and merges the sources."""
+        return (init_settings,)
+
+    @property
+    def token(self) -> SecretStr | None:
+        """The static token, from `auth_token` or `auth_token_file`."""
+        return self.auth_token or self.auth_token_file
+
+    @property
+    def cce_endpoint(self) -> str:
+        """The CCE base URL: `endpoint`, or the one derived from `region`."""
+        if self.endpoint:
+            return self.endpoint
+        if self.region is None:  # excluded by check_settings
+            msg = "neither endpoint nor region is set"
+            raise RuntimeError(msg)
+        domain = "myhuaweicloud.eu" if self.region.startswith("eu-") else "myhuaweicloud.com"
+        return f"https://cce.{self.region}.{domain}"
+
+
+SECRET_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in repr(field.annotation)
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether `host` is a loopback name or address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """Split `host:port` (IPv6 hosts in brackets); raise ValueError when malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        msg = f"{address!r} is not host:port, like '0.0.0.0:{DEFAULT_PORT}'"
+        raise ValueError(msg)
+    host = host.strip("[]")
+    return host or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One configuration problem: the setting, where its value came from, what is wrong."""
+
+    setting: str
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" ({self.source})" if self.source else ""
+        return f"{self.setting}{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The settings cannot be used; `problems` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """Which source gave each setting, to name it in error messages."""
+
+    flags: Mapping[str, object]
+    env_keys: frozenset[str]
+    config_file: Path | None
+    file_keys: frozenset[str]
+
+    def source_of(self, name: str) -> str:
+        if name in self.flags:
+            return f"flag --{name.replace('_', '-')}"
+        if name in self.env_keys:
+            return f"environment variable {env_name(name)}"
+        if name in self.file_keys:
+            return f"config file {self.config_file}"
+        return "default"
+
+
+def env_name(name: str) -> str:
+    """Return the environment variable that holds a setting."""
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def _read_config_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
+    """Read the YAML settings file; return its values, or the problem with it."""
+    if not path.is_file():
+        return {}, [Problem("--config", "", f"{path} is not a readable file")]
+    try:
+        data = YamlConfigSettingsSource(Settings, yaml_file=path)()
+    except OSError as exc:
+        return {}, [Problem("--config", "", f"cannot read {path}: {exc.strerror}")]
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return {}, [Problem("--config", "", f"{path} is not valid YAML: {exc}")]
+    except TypeError:  # pydantic-settings' answer to a file that is not a mapping
+        return {}, [Problem("--config", "", f"{path} must hold a mapping of setting: value")]
+    return dict(data), []
+
+
+def _validation_problems(exc: ValidationError, sources: _Sources) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"]
+        name = str(loc[0]) if loc else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        problems.append(Problem(name, sources.source_of(name), message))
+    return problems
+
+
+def check_settings(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
+    """Rules across settings, as (setting, message) pairs; empty when all hold."""
+    problems: list[tuple[str, str]] = []
+    if demo:
+        return problems
+    if not settings.project_id:
+        problems.append(("project_id", "required: the project whose jobs are watched"))
+    if not settings.endpoint and not settings.region:
+        problems.append(("endpoint", "set endpoint, or region to derive it from"))
+    if settings.auth_token and settings.auth_token_file:
+        problems.append(("auth_token_file", "set auth_token or auth_token_file, not both"))
+    if settings.token is None:
+        problems.append(
+            ("auth_token", "no authentication configured: set auth_token (or auth_token_file)")
+        )
+    return problems
+
+
+def load_settings(
+    flags: Mapping[str, Any], config_file: Path | None = None, *, demo: bool = False
+) -> Settings:
+    """Read and check the settings; raise ConfigError listing every problem.
+
+    `flags` are the values given on the command line; the environment is read
+    from `os.environ`.
+    """
+    problems: list[Problem] = []
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        file_values, problems = _read_config_file(config_file)
+        if problems:
+            raise ConfigError(problems)
+    env_values = EnvSettingsSource(Settings)()
+    sources = _Sources(flags, frozenset(env_values), config_file, frozenset(file_values))
+    for key in sorted(os.environ):
+        name = key[len(ENV_PREFIX) :].lower()
+        if key.upper().startswith(ENV_PREFIX) and name not in Settings.model_fields:
+            problems.append(Problem(name, f"environment variable {key}", "unknown setting"))
+
+    raw = {**file_values, **env_values, **flags}
+    settings: Settings | None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems += _validation_problems(exc, sources)
+        # Check the rules across settings on what did validate, so that one run
+        # reports every problem.
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        try:
+            settings = Settings.model_validate({k: v for k, v in raw.items() if k not in bad})
+        except ValidationError:
+            settings = None
+    if settings is not None:
+        reported = {problem.setting for problem in problems}
+        problems += [
+            Problem(name, sources.source_of(name), message)
+            for name, message in check_settings(settings, demo=demo)
+            if name not in reported
+        ]
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None  # noqa: S101 - no problems means it validated
+    return settings

@@ -1,0 +1,212 @@
+"""A simulated CCE API whose jobs start, progress and finish on their own.
+
+`--demo` serves it on loopback and points the real client at it, so the demo
+exercises every layer of the exporter except the cloud itself.
+"""
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
+DEMO_TOKEN = "demo-token"  # noqa: S105 - the simulated API's own token, not a secret
+_NAMESPACE = uuid.UUID("6b1c5a52-6f0e-4c39-9a5e-2f0a6f3a8e10")
+# Seconds a job spends Initializing before its first sub-job starts.
+_INIT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A sub-job of a template: its type, how long it runs, whether it fails."""
+
+    job_type: str
+    seconds: float
+    fails_with: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """The shape of a demo job: its type and its sub-jobs, run one after another."""
+
+    job_type: str
+    resource_name: str
+    steps: tuple[Step, ...]
+
+
+TEMPLATES = (
+    Template(
+        "CreateCluster",
+        "demo-cluster",
+        (Step("CreatePSMCert", 6), Step("InstallMaster", 90), Step("InstallAddons", 30)),
+    ),
+    Template("CreateNode", "demo-node", (Step("CreateServer", 40), Step("InstallNode", 50))),
+    Template(
+        "ScaleupCluster",
+        "demo-scaleup",
+        (
+            Step("CreateServer", 30),
+            Step(
+                "InstallNode",
+                45,
+                fails_with="Something bad happened at server, recycle resource",
+            ),
+        ),
+    ),
+    Template("DeleteNode", "demo-node-old", (Step("DrainNode", 20), Step("DeleteServer", 25))),
+    Template(
+        "UpgradeCluster", "demo-cluster", (Step("UpgradeMaster", 80), Step("UpgradeNodes", 70))
+    ),
+)
+
+
+def go_time(moment: float) -> str:
+    """Format a Unix time the way CCE does (Go's time.Time.String())."""
+    dt = datetime.fromtimestamp(moment, UTC)
+    nanos = round((moment % 1) * 1e9) % 1_000_000_000
+    return f"{dt:%Y-%m-%d %H:%M:%S}.{nanos:09d} +0000 UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoJob:
+    """One simulated job: a template started at a moment."""
+
+    job_id: str
+    template: Template
+    started: float
+    cluster_id: str
+
+    def to_api(self, now: float) -> dict[str, Any]:
+        """Render the job as the v3 API would answer at `now`."""
+        sub_jobs = []
+        step_start = self.started + _INIT_SECONDS
+        root_phase = "Initializing" if now < step_start else "Running"
+        root_updated = min(now, step_start)
+        reason = ""
+        failed = False
+        for index, step in enumerate(self.template.steps):
+            step_end = step_start + step.seconds
+            if failed or now < step_start:
+                phase, updated = "Initializing", self.started
+            elif now < step_end:
+                phase, updated = "Running", step_start
+            else:
+                phase, updated = ("Failed" if step.fails_with else "Success"), step_end
+                root_updated = step_end
+                if step.fails_with:
+                    failed, reason = True, step.fails_with
+            sub_jobs.append(
+                {
+                    "kind": "Job",
+                    "apiVersion": "v3",
+                    "metadata": {
+                        "uid": str(uuid.uuid5(_NAMESPACE, f"{self.job_id}/{index}")),
+                        "creationTimestamp": go_time(self.started),
+                        "updateTimestamp": go_time(updated),
+                    },
+                    "spec": {"type": step.job_type, "clusterUID": self.cluster_id},
+                    "status": {"phase": phase}
+                    | ({"reason": step.fails_with} if phase == "Failed" else {}),
+                }
+            )
+            step_start = step_end
+        if failed:
+            root_phase = "Failed"
+        elif now >= step_start:
+            root_phase = "Success"
+        return {
+            "kind": "Job",
+            "apiVersion": "v3",
+            "metadata": {
+                "uid": self.job_id,
+                "creationTimestamp": go_time(self.started),
+                "updateTimestamp": go_time(root_updated),
+            },
+            "spec": {
+                "type": self.template.job_type,
+                "clusterUID": self.cluster_id,
+                "resourceID": str(uuid.uuid5(_NAMESPACE, f"{self.job_id}/resource")),
+                "resourceName": self.template.resource_name,
+                "subJobs": sub_jobs,
+            },
+            "status": {"phase": root_phase, "reason": reason},
+        }
+
+
+class DemoCloud:
+    """The simulated project: a few jobs at the start, then a new one every `arrival`."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        initial_jobs: int = 4,
+        arrival: float = 40.0,
+    ) -> None:
+        self._clock = clock
+        self._epoch = clock()
+        self._initial = initial_jobs
+        self._arrival = arrival
+        self._cluster_id = str(uuid.uuid5(_NAMESPACE, "cluster"))
+        self._made: dict[str, DemoJob] = {}
+
+    def _job(self, index: int) -> DemoJob:
+        started = self._epoch + max(0, index - self._initial + 1) * self._arrival
+        if index < self._initial:
+            # The first jobs started a little before the demo, at different points.
+            started = self._epoch - index * 25.0
+        return DemoJob(
+            job_id=str(uuid.uuid5(_NAMESPACE, f"job/{index}")),
+            template=TEMPLATES[index % len(TEMPLATES)],
+            started=started,
+            cluster_id=self._cluster_id,
+        )
+
+    def jobs(self) -> list[DemoJob]:
+        """Every job that exists now."""
+        now = self._clock()
+        count = self._initial + max(0, int((now - self._epoch) // self._arrival))
+        while len(self._made) < count:
+            job = self._job(len(self._made))
+            self._made[job.job_id] = job
+        return list(self._made.values())
+
+    def find(self, job_id: str) -> DemoJob | None:
+        """Return the job with that ID, if it exists yet."""
+        self.jobs()
+        return self._made.get(job_id)
+
+    def now(self) -> float:
+        """Return the simulated time."""
+        return self._clock()
+
+
+_CLOUD = web.AppKey("cloud", DemoCloud)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"errorCode": code, "errorMessage": message}, status=status)
+
+
+async def _show_job(request: web.Request) -> web.Response:
+    cloud = request.app[_CLOUD]
+    if request.headers.get("X-Auth-Token") != DEMO_TOKEN:
+        return _error(401, "CCE.01401001", "Authorization failed")
+    if request.match_info["project_id"] != DEMO_PROJECT_ID:
+        return _error(403, "CCE.01403001", "Forbidden")
+    job = cloud.find(request.match_info["job_id"])
+    if job is None:
+        return _error(404, "CCE.01404001", "Job not found")
+    return web.json_response(job.to_api(cloud.now()))
+
+
+def create_demo_app(cloud: DemoCloud) -> web.Application:
+    """Build the simulated API."""
+    app = web.Application()
+    app[_CLOUD] = cloud
+    app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", _show_job)
+    return app

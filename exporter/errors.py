@@ -1,0 +1,39 @@
+"""Failures at the API boundary: a few kinds, each a label value users alert on."""
+
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """Why a request failed: the `error` label of `cce_job_poll_errors_total`."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    THROTTLED = "throttled"
+    SERVER_ERROR = "server_error"
+    INVALID_RESPONSE = "invalid_response"
+
+
+class ApiError(Exception):
+    """A request to the API that did not give a usable answer."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        detail: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+        self.request_id = request_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status}: " if self.status is not None else ""
+        request = f" (request {self.request_id})" if self.request_id else ""
+        return f"{self.kind}: {status}{self.detail}{request}"

@@ -1,0 +1,262 @@
+"""Render job states as Prometheus text or OpenMetrics, plain or gzip.
+
+prometheus-client's collectors cost about 14 microseconds a sample, too slow for
+hundreds of thousands of job series. A JobState never changes, so each job is
+rendered once per new state into one text chunk per metric family (and, when a
+scraper asks for gzip, one gzip member per chunk: concatenated gzip members are
+one valid gzip stream). A scrape then only joins what is cached. The format
+is exactly what prometheus-client writes for the same families.
+"""
+
+import gzip
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import cast
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import generate_latest as text_latest
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.utils import floatToGoString
+
+from exporter.model import PHASES, JobNode
+from exporter.state import ERROR_KINDS, JobState
+
+# prometheus-client ships these without annotations.
+_go_float = cast(Callable[[float], str], floatToGoString)
+_openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+REASON_MAX_CHARS = 200
+_GZIP_LEVEL = 6
+
+
+class Family(Enum):
+    """Every per-job metric family: (name, type, help). Output follows this order."""
+
+    INFO = (
+        "cce_job_info",
+        "gauge",
+        "Each job and sub-job with its place in the tree, type, cluster and resource; always 1.",
+    )
+    PHASE = (
+        "cce_job_status_phase",
+        "gauge",
+        "Phase of a job: 1 for the current phase, 0 for the others.",
+    )
+    CREATED = (
+        "cce_job_created_timestamp_seconds",
+        "gauge",
+        "When the job was created, in Unix seconds.",
+    )
+    UPDATED = (
+        "cce_job_updated_timestamp_seconds",
+        "gauge",
+        "When the job was last updated, in Unix seconds.",
+    )
+    DURATION = (
+        "cce_job_duration_seconds",
+        "gauge",
+        "Time from creation to last update of the job.",
+    )
+    SUBJOBS = (
+        "cce_job_subjobs",
+        "gauge",
+        "Direct sub-jobs of a job by phase.",
+    )
+    PROGRESS = (
+        "cce_job_progress_ratio",
+        "gauge",
+        "Share of the direct sub-jobs of a job that succeeded.",
+    )
+    REASON = (
+        "cce_job_status_reason_info",
+        "gauge",
+        "Why a job is in its phase, while the API gives a reason; always 1.",
+    )
+    POLL_SUCCESS = (
+        "cce_job_poll_success",
+        "gauge",
+        "1 if the last poll of a watched job returned a valid job, else 0.",
+    )
+    LAST_SUCCESS = (
+        "cce_job_last_poll_success_timestamp_seconds",
+        "gauge",
+        "When a watched job was last polled successfully, in Unix seconds.",
+    )
+    POLL_ERRORS = (
+        "cce_job_poll_errors_total",
+        "counter",
+        "Failed polls of a watched job by kind of error.",
+    )
+
+    def header(self, *, openmetrics: bool) -> str:
+        """Return the HELP and TYPE lines of the family."""
+        name, kind, text = self.value
+        if openmetrics and kind == "counter":
+            name = name.removesuffix("_total")
+        return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
+
+
+FAMILIES = tuple(Family)
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _seconds(nanos: int) -> str:
+    return _go_float(nanos / 1e9)
+
+
+@dataclass(slots=True)
+class RenderedJob:
+    """One job state rendered: a text chunk per family, and its gzip members on demand."""
+
+    state: JobState
+    chunks: tuple[str, ...]
+    _members: list[bytes | None] = field(default_factory=list)
+
+    def member(self, index: int) -> bytes:
+        """Return chunk `index` as one gzip member, compressing it the first time."""
+        if not self._members:
+            self._members = [None] * len(self.chunks)
+        member = self._members[index]
+        if member is None:
+            member = gzip.compress(self.chunks[index].encode(), _GZIP_LEVEL, mtime=0)
+            self._members[index] = member
+        return member
+
+
+def render_job(state: JobState, project_id: str) -> RenderedJob:
+    """Render every series of one watched job."""
+    lines: dict[Family, list[str]] = {family: [] for family in FAMILIES}
+    p = _escape(project_id)
+    root_id = _escape(state.job_id)
+    if state.tree is not None:
+        for node in state.tree.nodes:
+            _render_node(lines, node, p, root_id)
+    poll = f'project_id="{p}",job_id="{root_id}"'
+    if state.polls:
+        lines[Family.POLL_SUCCESS].append(
+            f"cce_job_poll_success{{{poll}}} {float(state.last_ok)}\n"
+        )
+    if state.last_success is not None:
+        lines[Family.LAST_SUCCESS].append(
+            f"cce_job_last_poll_success_timestamp_seconds{{{poll}}} "
+            f"{_go_float(state.last_success)}\n"
+        )
+    lines[Family.POLL_ERRORS] = [
+        f'cce_job_poll_errors_total{{{poll},error="{kind.value}"}} {float(count)}\n'
+        for kind, count in zip(ERROR_KINDS, state.errors, strict=True)
+    ]
+    return RenderedJob(state, tuple("".join(lines[family]) for family in FAMILIES))
+
+
+def _render_node(lines: dict[Family, list[str]], node: JobNode, p: str, root_id: str) -> None:
+    job_id = _escape(node.job_id)
+    job_type = _escape(node.job_type)
+    base = f'project_id="{p}",job_id="{job_id}",root_job_id="{root_id}",job_type="{job_type}"'
+    lines[Family.INFO].append(
+        f'cce_job_info{{project_id="{p}",job_id="{job_id}",root_job_id="{root_id}",'
+        f'parent_job_id="{_escape(node.parent_job_id)}",job_type="{job_type}",'
+        f'cluster_id="{_escape(node.cluster_id)}",resource_id="{_escape(node.resource_id)}",'
+        f'resource_name="{_escape(node.resource_name)}",depth="{node.depth}"}} 1.0\n'
+    )
+    phase_lines = lines[Family.PHASE]
+    for phase in PHASES:
+        value = "1.0" if node.phase == phase else "0.0"
+        phase_lines.append(f'cce_job_status_phase{{{base},phase="{phase}"}} {value}\n')
+    if node.phase is not None and node.phase not in PHASES:
+        phase_lines.append(f'cce_job_status_phase{{{base},phase="{_escape(node.phase)}"}} 1.0\n')
+    if node.created_ns is not None:
+        lines[Family.CREATED].append(
+            f"cce_job_created_timestamp_seconds{{{base}}} {_seconds(node.created_ns)}\n"
+        )
+    if node.updated_ns is not None:
+        lines[Family.UPDATED].append(
+            f"cce_job_updated_timestamp_seconds{{{base}}} {_seconds(node.updated_ns)}\n"
+        )
+    if node.created_ns is not None and node.updated_ns is not None:
+        lines[Family.DURATION].append(
+            f"cce_job_duration_seconds{{{base}}} {_seconds(node.updated_ns - node.created_ns)}\n"
+        )
+    if node.subjob_phases is not None:
+        total = 0
+        succeeded = 0
+        for phase, count in node.subjob_phases:
+            lines[Family.SUBJOBS].append(
+                f'cce_job_subjobs{{{base},phase="{_escape(phase)}"}} {float(count)}\n'
+            )
+            total += count
+            if phase == "Success":
+                succeeded = count
+        if total:
+            lines[Family.PROGRESS].append(
+                f"cce_job_progress_ratio{{{base}}} {_go_float(succeeded / total)}\n"
+            )
+    if node.reason:
+        reason = _escape(node.reason[:REASON_MAX_CHARS])
+        lines[Family.REASON].append(f'cce_job_status_reason_info{{{base},reason="{reason}"}} 1.0\n')
+
+
+class Renderer:
+    """Renders the store's states and the exporter's registry for a scrape.
+
+    Keeps the rendering of each job until its state is replaced; jobs that are
+    no longer passed in are forgotten, and their series with them.
+    """
+
+    def __init__(self, project_id: str, registry: CollectorRegistry) -> None:
+        self._project_id = project_id
+        self._registry = registry
+        self._cache: dict[str, RenderedJob] = {}
+
+    def _rendered(self, states: Iterable[JobState]) -> list[RenderedJob]:
+        cache = self._cache
+        fresh: dict[str, RenderedJob] = {}
+        for state in states:
+            rendered = cache.get(state.job_id)
+            if rendered is None or rendered.state is not state:
+                rendered = render_job(state, self._project_id)
+            fresh[state.job_id] = rendered
+        self._cache = fresh
+        return list(fresh.values())
+
+    def render(self, states: Iterable[JobState], *, openmetrics: bool = False) -> str:
+        """Return the whole exposition as text."""
+        jobs = self._rendered(states)
+        parts = [self._registry_text(openmetrics=openmetrics)]
+        for index, family in enumerate(FAMILIES):
+            chunks = [job.chunks[index] for job in jobs if job.chunks[index]]
+            if chunks:
+                parts.append(family.header(openmetrics=openmetrics))
+                parts += chunks
+        if openmetrics:
+            parts.append("# EOF\n")
+        return "".join(parts)
+
+    def render_gzip(self, states: Iterable[JobState], *, openmetrics: bool = False) -> bytes:
+        """Return the whole exposition as one gzip stream of many members."""
+        jobs = self._rendered(states)
+        parts = [_gzip(self._registry_text(openmetrics=openmetrics))]
+        for index, family in enumerate(FAMILIES):
+            members = [job.member(index) for job in jobs if job.chunks[index]]
+            if members:
+                parts.append(_gzip(family.header(openmetrics=openmetrics)))
+                parts += members
+        if openmetrics:
+            parts.append(_gzip("# EOF\n"))
+        return b"".join(parts)
+
+    def _registry_text(self, *, openmetrics: bool) -> str:
+        if openmetrics:
+            return _openmetrics_latest(self._registry).decode().removesuffix("# EOF\n")
+        return text_latest(self._registry).decode()
+
+
+def _gzip(text: str) -> bytes:
+    return gzip.compress(text.encode(), _GZIP_LEVEL, mtime=0)

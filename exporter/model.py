@@ -1,0 +1,217 @@
+"""The CCE v3 job object, and its flattening into one record per job node.
+
+Every field is optional and a value of the wrong type costs only that value:
+it becomes None and its field is reported as a parse error. pydantic validates
+one node at a time; the walk over `subJobs` is an explicit loop, since
+pydantic's own recursion stops at a few hundred levels and a job tree must not
+be able to exhaust the stack.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, WrapValidator
+
+from exporter.timestamps import parse_timestamp
+
+PHASES = ("Initializing", "Running", "Success", "Failed")
+TERMINAL_PHASES = frozenset({"Success", "Failed"})
+
+
+class InvalidJobError(ValueError):
+    """The API answered something that is not a job at all."""
+
+
+_SECTIONS = frozenset({"metadata", "spec", "status"})
+
+
+def _lenient(value: Any, handler: Any, info: ValidationInfo) -> Any:
+    """Validate a field; on failure record its name and leave the field empty."""
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(info.context, list):
+            section = info.config.get("title") if info.config else None
+            field = str(info.field_name)
+            info.context.append(f"{section}.{field}" if section in _SECTIONS else field)
+        return None
+
+
+_Lenient = WrapValidator(_lenient)
+Text = Annotated[str | None, _Lenient]
+
+
+class JobMetadata(BaseModel):
+    """`metadata` of a job."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="metadata")
+
+    uid: Text = None
+    creationTimestamp: Text = None  # noqa: N815 - the API's own spelling
+    updateTimestamp: Text = None  # noqa: N815 - the API's own spelling
+
+
+class JobSpec(BaseModel):
+    """`spec` of a v3 job; `subJobs` stays raw and is walked by `flatten`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="spec")
+
+    type: Text = None
+    clusterUID: Text = None  # noqa: N815 - the API's own spelling
+    resourceID: Text = None  # noqa: N815 - the API's own spelling
+    resourceName: Text = None  # noqa: N815 - the API's own spelling
+    extendParam: Annotated[dict[str, str] | None, _Lenient] = None  # noqa: N815
+    subJobs: Annotated[list[Any] | None, _Lenient] = None  # noqa: N815
+
+
+class JobStatus(BaseModel):
+    """`status` of a v3 job."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="status")
+
+    phase: Text = None
+    reason: Text = None
+
+
+class Job(BaseModel):
+    """One v3 job node, as `GET /api/v3/projects/{project_id}/jobs/{job_id}` answers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: Text = None
+    apiVersion: Text = None  # noqa: N815 - the API's own spelling
+    metadata: Annotated[JobMetadata | None, _Lenient] = None
+    spec: Annotated[JobSpec | None, _Lenient] = None
+    status: Annotated[JobStatus | None, _Lenient] = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobNode:
+    """One node of a job tree, flattened: the job and where it sits in the tree."""
+
+    job_id: str
+    parent_job_id: str
+    depth: int
+    job_type: str
+    cluster_id: str
+    resource_id: str
+    resource_name: str
+    phase: str | None
+    reason: str
+    created_ns: int | None
+    updated_ns: int | None
+    # Direct sub-jobs by phase, the four known phases first and always present;
+    # None for a job without sub-jobs.
+    subjob_phases: tuple[tuple[str, int], ...] | None
+
+    @property
+    def finished(self) -> bool:
+        """Tell whether the job reached a terminal phase."""
+        return self.phase in TERMINAL_PHASES
+
+
+@dataclass(frozen=True, slots=True)
+class JobTree:
+    """A watched job and all its sub-jobs, root first, with what did not parse."""
+
+    nodes: tuple[JobNode, ...]
+    parse_errors: tuple[str, ...]
+
+    @property
+    def root(self) -> JobNode:
+        """The watched job itself."""
+        return self.nodes[0]
+
+
+def _validate_node(raw: object, errors: list[str]) -> Job | None:
+    if not isinstance(raw, dict):
+        errors.append("spec.subJobs")
+        return None
+    return Job.model_validate(raw, context=errors)
+
+
+def _phase_counts(children: Iterable[Job]) -> tuple[tuple[str, int], ...]:
+    counts = dict.fromkeys(PHASES, 0)
+    for child in children:
+        phase = child.status.phase if child.status else None
+        if phase:
+            counts[phase] = counts.get(phase, 0) + 1
+    return tuple(counts.items())
+
+
+def _timestamp(value: str | None, field: str, errors: list[str]) -> int | None:
+    if value is None:
+        return None
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        errors.append(field)
+    return parsed
+
+
+def flatten(data: object, job_id: str) -> JobTree:
+    """Turn the decoded JSON of a job into a `JobTree`; the root is named `job_id`.
+
+    Raises InvalidJobError when `data` is not a job object at all.
+    """
+    if not isinstance(data, dict):
+        msg = f"expected a job object, got {type(data).__name__}"
+        raise InvalidJobError(msg)
+    if not any(isinstance(data.get(key), dict) for key in ("metadata", "spec", "status")):
+        msg = "the object has none of metadata, spec or status"
+        raise InvalidJobError(msg)
+    errors: list[str] = []
+    root = Job.model_validate(data, context=errors)
+    nodes: list[JobNode] = []
+    seen = {job_id}
+    # Depth-first with an explicit stack: (job, its ID, parent's ID, depth).
+    stack: list[tuple[Job, str, str, int]] = [(root, job_id, "", 0)]
+    while stack:
+        job, node_id, parent_id, depth = stack.pop()
+        meta = job.metadata or JobMetadata()
+        spec = job.spec or JobSpec()
+        status = job.status or JobStatus()
+        children: list[Job] = []
+        for raw in spec.subJobs or ():
+            child = _validate_node(raw, errors)
+            if child is not None:
+                children.append(child)
+        nodes.append(
+            JobNode(
+                job_id=node_id,
+                parent_job_id=parent_id,
+                depth=depth,
+                job_type=spec.type or "",
+                cluster_id=spec.clusterUID or "",
+                resource_id=spec.resourceID or "",
+                resource_name=spec.resourceName or "",
+                phase=status.phase or None,
+                reason=status.reason or "",
+                created_ns=_timestamp(meta.creationTimestamp, "metadata.creationTimestamp", errors),
+                updated_ns=_timestamp(meta.updateTimestamp, "metadata.updateTimestamp", errors),
+                subjob_phases=_phase_counts(children) if children else None,
+            )
+        )
+        # Reversed so that the stack pops them in document order.
+        for index in range(len(children) - 1, -1, -1):
+            child = children[index]
+            uid = child.metadata.uid if child.metadata else None
+            child_id = uid if uid and uid not in seen else f"{node_id}.{index}"
+            if not uid or uid in seen:
+                errors.append("metadata.uid")
+            while child_id in seen:  # a sibling's real uid may look like our made-up one
+                child_id += "_"
+            seen.add(child_id)
+            stack.append((child, child_id, node_id, depth + 1))
+    return JobTree(nodes=tuple(nodes), parse_errors=tuple(errors))
+
+
+__all__ = [
+    "PHASES",
+    "TERMINAL_PHASES",
+    "InvalidJobError",
+    "Job",
+    "JobNode",
+    "JobTree",
+    "flatten",
+]

@@ -1,0 +1,241 @@
+"""The poll loop: every watched job that is not finished, every `poll_interval`."""
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from exporter.errors import ApiError
+from exporter.instruments import Instruments
+from exporter.logs import event
+from exporter.model import JobTree
+from exporter.state import JobState, JobStore
+
+log = logging.getLogger(__name__)
+
+# The most time a loop turn sleeps, so that retention is enforced on time.
+_MAX_SLEEP = 1.0
+
+
+class JobReader(Protocol):
+    """What the scheduler needs of the client."""
+
+    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+        """Read one job tree."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    """How the scheduler polls."""
+
+    project_id: str
+    poll_interval: float
+    poll_concurrency: int
+    finished_retention: float
+    # Each poll of a pass starts after a random delay of up to this many
+    # seconds, so that many jobs due together do not fire at once.
+    jitter: float = 1.0
+
+
+class Scheduler:
+    """Polls the watched jobs and keeps the latest state of each in the store."""
+
+    def __init__(
+        self,
+        reader: JobReader,
+        store: JobStore,
+        instruments: Instruments,
+        settings: PollSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._reader = reader
+        self._store = store
+        self._instruments = instruments
+        self._settings = settings
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._semaphore = asyncio.Semaphore(settings.poll_concurrency)
+        self._due: dict[str, float] = {}  # job ID -> when it is next due (clock time)
+        self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        """Tell whether every watched job has been polled at least once."""
+        return all(state.polls > 0 for state in self._store)
+
+    def watch(self, job_ids: Iterable[str]) -> list[str]:
+        """Start watching jobs (due at once); return the IDs that were new."""
+        now = self._clock()
+        added = []
+        for job_id in job_ids:
+            if job_id in self._store:
+                continue
+            self._store.put(JobState(job_id))
+            self._due[job_id] = now
+            added.append(job_id)
+        if added:
+            self._count_watched()
+            self._wake.set()
+        return added
+
+    def unwatch(self, job_id: str) -> bool:
+        """Stop watching a job and drop its series; return whether it was watched."""
+        found = job_id in self._store
+        self._store.remove(job_id)
+        self._due.pop(job_id, None)
+        self._count_watched()
+        return found
+
+    def due_jobs(self) -> list[str]:
+        """List the jobs whose poll is due now and not already under way."""
+        now = self._clock()
+        return [
+            job_id
+            for job_id, due in self._due.items()
+            if due <= now and job_id not in self._in_flight
+        ]
+
+    async def poll_due(self, *, jitter: bool = True) -> list[str]:
+        """Poll every due job once, concurrently (bounded); return their IDs."""
+        self.expire()
+        due = self.due_jobs()
+        if due:
+            await self._pass(due, jitter=jitter)
+        return due
+
+    def expire(self) -> list[str]:
+        """Drop finished jobs whose retention has run out; return their IDs."""
+        cutoff = self._clock() - self._settings.finished_retention
+        gone = [
+            state.job_id
+            for state in self._store
+            if state.finished_at is not None and state.finished_at <= cutoff
+        ]
+        for job_id in gone:
+            self.unwatch(job_id)
+            event(log, logging.INFO, "job_expired", job_id=job_id)
+        return gone
+
+    async def run(self) -> None:
+        """Poll for ever: each due job as soon as it is due; cancel to stop."""
+        try:
+            while True:
+                self.expire()
+                due = self.due_jobs()
+                if due:
+                    self._spawn(self._pass(due, jitter=True))
+                await self._sleep_until_due()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Cancel every poll under way and wait for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sleep_until_due(self) -> None:
+        idle = [due for job_id, due in self._due.items() if job_id not in self._in_flight]
+        delay = min([*idle, self._clock() + _MAX_SLEEP]) - self._clock()
+        self._wake.clear()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+        else:
+            await asyncio.sleep(0)
+
+    async def _pass(self, job_ids: list[str], *, jitter: bool) -> None:
+        started = time.monotonic()
+        self._in_flight.update(job_ids)
+        try:
+            results = await asyncio.gather(
+                *(self._poll(job_id, jitter=jitter) for job_id in job_ids),
+                return_exceptions=True,
+            )
+        finally:
+            self._in_flight.difference_update(job_ids)
+        for job_id, result in zip(job_ids, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                # A bug, not an API failure: keep the other jobs going and say so.
+                log.error("poll_crashed job_id=%s", job_id, exc_info=result)
+        self._instruments.poll_cycle.set(time.monotonic() - started)
+        self._count_watched()
+        self._wake.set()
+
+    async def _poll(self, job_id: str, *, jitter: bool) -> None:
+        if jitter and self._settings.jitter > 0:
+            await asyncio.sleep(self._rng.uniform(0, self._settings.jitter))
+        async with self._semaphore:
+            if job_id not in self._store:  # unwatched while it waited
+                return
+            started = self._clock()
+            try:
+                tree = await self._reader.show_job(self._settings.project_id, job_id)
+            except ApiError as exc:
+                self._record_failure(job_id, exc)
+            else:
+                self._record_success(job_id, tree)
+            if job_id in self._due:
+                self._due[job_id] = started + self._settings.poll_interval
+
+    def _record_success(self, job_id: str, tree: JobTree) -> None:
+        before = self._store.get(job_id)
+        if before is None:
+            return
+        after = before.succeeded(tree, self._clock())
+        self._store.put(after)
+        for field in tree.parse_errors:
+            self._instruments.parse_errors.labels(field).inc()
+        if before.failing:
+            event(log, logging.INFO, "job_recovered", job_id=job_id, after_polls=before.polls)
+        if after.finished:
+            self._due.pop(job_id, None)
+            root = tree.root
+            event(
+                log,
+                logging.WARNING if root.phase == "Failed" else logging.INFO,
+                "job_finished",
+                job_id=job_id,
+                job_type=root.job_type,
+                phase=root.phase,
+                reason=root.reason,
+            )
+
+    def _record_failure(self, job_id: str, exc: ApiError) -> None:
+        before = self._store.get(job_id)
+        if before is None:
+            return
+        self._store.put(before.failed(exc.kind, str(exc)))
+        if before.last_error_kind != exc.kind or not before.failing:
+            event(
+                log,
+                logging.WARNING,
+                "job_poll_failing",
+                job_id=job_id,
+                error=exc.kind.value,
+                detail=str(exc),
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            event(log, logging.DEBUG, "job_poll_failed", job_id=job_id, error=exc.kind.value)
+
+    def _count_watched(self) -> None:
+        finished = sum(1 for state in self._store if state.finished)
+        self._instruments.watched_jobs.labels("active").set(len(self._store) - finished)
+        self._instruments.watched_jobs.labels("finished").set(finished)

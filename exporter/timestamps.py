@@ -1,0 +1,53 @@
+"""Timestamps as CCE writes them, to integer Unix nanoseconds."""
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+# Go's time.Time.String(): "2018-08-02 08:12:40.672772389 +0000 UTC", with 0 to 9
+# fraction digits, any offset, any zone name (or none), and possibly the
+# monotonic clock reading Go appends ("m=+0.001").
+_GO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r" ([+-])(\d{2})(\d{2})(?: [^\s]+)?(?: m=[+-]\d+(?:\.\d+)?)?"
+)
+# RFC 3339: "2023-01-01T10:00:00Z", "2023-01-01T10:00:00.5+08:00".
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:[Zz]|([+-])(\d{2}):(\d{2}))"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_PER_S = 1_000_000_000
+
+
+def parse_timestamp(text: str) -> int | None:
+    """Parse a CCE timestamp to Unix nanoseconds, or None when it does not parse.
+
+    Digits of the fraction past the ninth (finer than a nanosecond) are dropped.
+    """
+    text = text.strip()
+    match = _GO.fullmatch(text) or _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    offset = timedelta(0)
+    if sign is not None:
+        if int(off_h) > 23 or int(off_m) > 59:
+            return None
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        if sign == "-":
+            offset = -offset
+    try:
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=timezone(offset),
+        )
+    except ValueError:  # month 13, February 30th, second 60 and the like
+        return None
+    seconds = (moment - _EPOCH) // timedelta(seconds=1)
+    nanos = int((fraction or "").ljust(9, "0")[:9])
+    return seconds * _NS_PER_S + nanos

@@ -1,0 +1,100 @@
+"""The HTTP server: /metrics, /healthz, /readyz and a landing page."""
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
+from exporter.state import JobStore
+
+
+@dataclass(frozen=True, slots=True)
+class WebContext:
+    """What the HTTP handlers read: the store, its renderer, readiness."""
+
+    store: JobStore
+    renderer: Renderer
+    ready: Callable[[], bool]
+
+
+_CONTEXT = web.AppKey("context", WebContext)
+
+_LANDING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>CCE job exporter</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 2em auto">
+<h1>CCE job exporter</h1>
+<p>Version {version}. Watching {jobs} job(s).</p>
+<ul>
+<li><a href="metrics">/metrics</a>: the metrics, for Prometheus</li>
+<li><a href="healthz">/healthz</a>: 200 while the process runs</li>
+<li><a href="readyz">/readyz</a>: 200 once every watched job has been polled</li>
+</ul>
+</body></html>
+"""
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Tell whether the scraper asks for OpenMetrics."""
+    return any(
+        part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(",")
+    )
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """Tell whether the scraper accepts a gzip body."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Serve the exposition, rendered from the stored job states."""
+    context = request.app[_CONTEXT]
+    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+    if wants_gzip(request.headers.get("Accept-Encoding", "")):
+        body = context.renderer.render_gzip(context.store, openmetrics=openmetrics)
+        headers["Content-Encoding"] = "gzip"
+    else:
+        body = context.renderer.render(context.store, openmetrics=openmetrics).encode()
+    return web.Response(body=body, headers=headers)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Answer 200 while the process runs."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 once every watched job has been polled at least once, else 503."""
+    context = request.app[_CONTEXT]
+    if context.ready():
+        return web.Response(text="ready\n")
+    waiting = sum(1 for state in context.store if state.polls == 0)
+    return web.Response(status=503, text=f"not ready: {waiting} job(s) not polled yet\n")
+
+
+async def landing(request: web.Request) -> web.Response:
+    """Serve a small page that links the others."""
+    context = request.app[_CONTEXT]
+    page = _LANDING.format(version=html.escape(__version__), jobs=len(context.store))
+    return web.Response(text=page, content_type="text/html")
+
+
+def create_app(context: WebContext) -> web.Application:
+    """Build the aiohttp application."""
+    app = web.Application()
+    app[_CONTEXT] = context
+    app.router.add_get("/", landing)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
