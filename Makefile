@@ -1,0 +1,32 @@
+# The two commands of the README's quick start, and the checks behind them.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test check lint system-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## demo: install the exporter and run it against its built-in simulated CCE API
+demo: $(BIN)/.installed
+	$(BIN)/cce-job-exporter --demo
+
+## system-deps: install the real programs the tests use (promtool, ...)
+system-deps:
+	.ci/install-system-deps
+
+## lint: ruff and mypy
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## test: install everything the tests need, then lint and run the whole suite
+test: $(BIN)/.installed system-deps lint
+	$(BIN)/pytest --cov --cov-report=term
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage test-artifacts

@@ -1,0 +1,68 @@
+"""Shared fixtures: the API page's example job, fresh instruments, exposition parsing."""
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.instruments import Instruments
+
+DATA = Path(__file__).parent / "data"
+EXAMPLE_JOB_ID = "354331b2c-229a-11e8-9c75-0255ac100ceb"
+EXAMPLE_PROJECT_ID = "0123456789abcdef0123456789abcdef"
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def example_job() -> dict[str, Any]:
+    """The response example of the API page, as decoded JSON."""
+    data: dict[str, Any] = json.loads((DATA / "job-example.json").read_text())
+    return data
+
+
+@pytest.fixture
+def instruments() -> Instruments:
+    """A fresh set of exporter metrics in their own registry."""
+    return Instruments()
+
+
+def parse_series(text: str) -> Series:
+    """Parse exposition text with prometheus-client's parser into {(name, labels): value}."""
+    series: Series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in series, f"duplicate series {key}"
+            series[key] = sample.value
+    return series
+
+
+def labels(**kwargs: str) -> frozenset[tuple[str, str]]:
+    """Build the label set of a series, for looking it up in parse_series' result."""
+    return frozenset(kwargs.items())
+
+
+def require_program(name: str) -> str:
+    """Return the path of a real program the test needs; skip without it, fail in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make system-deps installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """An environment without any CCE_EXPORTER_ variable."""
+    for key in list(os.environ):
+        if key.upper().startswith("CCE_EXPORTER_"):
+            monkeypatch.delenv(key)
+    yield monkeypatch
