@@ -109,7 +109,8 @@ def _escape(value: str) -> str:
 
 
 def _seconds(nanos: int) -> str:
-    return _go_float(nanos / 1e9)
+    # int / int is correctly rounded; nanos / 1e9 would round nanos to a float first.
+    return _go_float(nanos / 1_000_000_000)
 
 
 @dataclass(slots=True)
@@ -139,7 +140,8 @@ def render_job(state: JobState, project_id: str) -> RenderedJob:
     if state.tree is not None:
         for node in state.tree.nodes:
             _render_node(lines, node, p, root_id)
-    poll = f'project_id="{p}",job_id="{root_id}"'
+    # Labels in sorted order, as prometheus-client writes them.
+    poll = f'job_id="{root_id}",project_id="{p}"'
     if state.polls:
         lines[Family.POLL_SUCCESS].append(
             f"cce_job_poll_success{{{poll}}} {float(state.last_ok)}\n"
@@ -150,28 +152,31 @@ def render_job(state: JobState, project_id: str) -> RenderedJob:
             f"{_go_float(state.last_success)}\n"
         )
     lines[Family.POLL_ERRORS] = [
-        f'cce_job_poll_errors_total{{{poll},error="{kind.value}"}} {float(count)}\n'
+        f'cce_job_poll_errors_total{{error="{kind.value}",{poll}}} {float(count)}\n'
         for kind, count in zip(ERROR_KINDS, state.errors, strict=True)
     ]
     return RenderedJob(state, tuple("".join(lines[family]) for family in FAMILIES))
 
 
 def _render_node(lines: dict[Family, list[str]], node: JobNode, p: str, root_id: str) -> None:
-    job_id = _escape(node.job_id)
-    job_type = _escape(node.job_type)
-    base = f'project_id="{p}",job_id="{job_id}",root_job_id="{root_id}",job_type="{job_type}"'
+    # Labels in sorted order, as prometheus-client writes them.
+    job = f'job_id="{_escape(node.job_id)}",job_type="{_escape(node.job_type)}"'
+    tail = f'project_id="{p}",root_job_id="{root_id}"'
+    base = f"{job},{tail}"
     lines[Family.INFO].append(
-        f'cce_job_info{{project_id="{p}",job_id="{job_id}",root_job_id="{root_id}",'
-        f'parent_job_id="{_escape(node.parent_job_id)}",job_type="{job_type}",'
-        f'cluster_id="{_escape(node.cluster_id)}",resource_id="{_escape(node.resource_id)}",'
-        f'resource_name="{_escape(node.resource_name)}",depth="{node.depth}"}} 1.0\n'
+        f'cce_job_info{{cluster_id="{_escape(node.cluster_id)}",depth="{node.depth}",{job},'
+        f'parent_job_id="{_escape(node.parent_job_id)}",project_id="{p}",'
+        f'resource_id="{_escape(node.resource_id)}",'
+        f'resource_name="{_escape(node.resource_name)}",root_job_id="{root_id}"}} 1.0\n'
     )
     phase_lines = lines[Family.PHASE]
     for phase in PHASES:
         value = "1.0" if node.phase == phase else "0.0"
-        phase_lines.append(f'cce_job_status_phase{{{base},phase="{phase}"}} {value}\n')
+        phase_lines.append(f'cce_job_status_phase{{{job},phase="{phase}",{tail}}} {value}\n')
     if node.phase is not None and node.phase not in PHASES:
-        phase_lines.append(f'cce_job_status_phase{{{base},phase="{_escape(node.phase)}"}} 1.0\n')
+        phase_lines.append(
+            f'cce_job_status_phase{{{job},phase="{_escape(node.phase)}",{tail}}} 1.0\n'
+        )
     if node.created_ns is not None:
         lines[Family.CREATED].append(
             f"cce_job_created_timestamp_seconds{{{base}}} {_seconds(node.created_ns)}\n"
@@ -189,7 +194,7 @@ def _render_node(lines: dict[Family, list[str]], node: JobNode, p: str, root_id:
         succeeded = 0
         for phase, count in node.subjob_phases:
             lines[Family.SUBJOBS].append(
-                f'cce_job_subjobs{{{base},phase="{_escape(phase)}"}} {float(count)}\n'
+                f'cce_job_subjobs{{{job},phase="{_escape(phase)}",{tail}}} {float(count)}\n'
             )
             total += count
             if phase == "Success":
@@ -200,7 +205,10 @@ def _render_node(lines: dict[Family, list[str]], node: JobNode, p: str, root_id:
             )
     if node.reason:
         reason = _escape(node.reason[:REASON_MAX_CHARS])
-        lines[Family.REASON].append(f'cce_job_status_reason_info{{{base},reason="{reason}"}} 1.0\n')
+        lines[Family.REASON].append(
+            f'cce_job_status_reason_info{{{job},project_id="{p}",reason="{reason}",'
+            f'root_job_id="{root_id}"}} 1.0\n'
+        )
 
 
 class Renderer:
