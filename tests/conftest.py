@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +59,9 @@ def require_program(name: str) -> str:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """An environment without any CCE_EXPORTER_ variable."""
     for key in list(os.environ):
         if key.upper().startswith("CCE_EXPORTER_"):
             monkeypatch.delenv(key)
-    yield monkeypatch
+    return monkeypatch

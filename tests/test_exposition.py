@@ -105,7 +105,7 @@ def test_reason_and_failed_polls_are_rendered(example_job: dict[str, Any]) -> No
     example_job["status"] = {"phase": "Failed", "reason": 'bad "quote"\\ ' + "x" * 300}
     state = _state(example_job).failed(ErrorKind.TIMEOUT, "t").failed(ErrorKind.TIMEOUT, "t")
     series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.REASON)])
-    ((name, label_set), value), *rest = series.items()
+    ((_name, label_set), value), *rest = series.items()
     assert rest == []
     assert value == 1.0
     reason = dict(label_set)["reason"]
@@ -207,8 +207,11 @@ class _Reference:
         for state in self._states:
             for node in state.tree.nodes if state.tree else ():
                 b = [p, node.job_id, state.job_id, node.job_type]
-                info.add_metric([p, node.job_id, state.job_id, node.parent_job_id, node.job_type,
-                    node.cluster_id, node.resource_id, node.resource_name, str(node.depth)], 1)  # fmt: skip
+                info.add_metric(
+                    [p, node.job_id, state.job_id, node.parent_job_id, node.job_type,
+                     node.cluster_id, node.resource_id, node.resource_name, str(node.depth)],
+                    1,
+                )  # fmt: skip
                 for name in ("Initializing", "Running", "Success", "Failed"):
                     phase.add_metric([*b, name], 1 if node.phase == name else 0)
                 if node.created_ns is not None:
