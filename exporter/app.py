@@ -106,7 +106,7 @@ async def run_once(settings: Settings) -> int:
         if not settings.job_ids:
             event(log, logging.WARNING, "no_jobs", hint="set job_ids to choose the jobs to poll")
         await ex.scheduler.poll_due(jitter=False)
-        sys.stdout.write(ex.renderer.render(ex.store))
+        sys.stdout.buffer.write(ex.renderer.render(ex.store))
         sys.stdout.flush()
         return 0 if all(state.last_ok for state in ex.store) else 1
 

@@ -2,13 +2,19 @@
 
 prometheus-client's collectors cost about 14 microseconds a sample, too slow for
 hundreds of thousands of job series. A JobState never changes, so each job is
-rendered once per new state into one text chunk per metric family (and, when a
-scraper asks for gzip, one gzip member per chunk: concatenated gzip members are
-one valid gzip stream). A scrape then only joins what is cached. The format
-is exactly what prometheus-client writes for the same families.
+rendered once per new state into one chunk per metric family and, when a
+scraper asks for gzip, each chunk is deflated once on its own and ends on a
+byte boundary (a sync flush). A scrape then only joins what is cached: the
+deflated chunks in a row form one deflate stream, which becomes a single gzip
+member with a header, an empty final block, and the CRC-32 of the whole text
+(zlib computes that at gigabytes a second). One member rather than many,
+because some clients (aiohttp's among them) read only the first member of a
+gzip body. The text is exactly what prometheus-client writes for the same
+families.
 """
 
-import gzip
+import struct
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,6 +36,10 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 REASON_MAX_CHARS = 200
 _GZIP_LEVEL = 6
+# A gzip header without name or time (RFC 1952): deflate, no flags, mtime 0, OS unknown.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+# The last block of a deflate stream: final, fixed Huffman, empty.
+_FINAL_BLOCK = b"\x03\x00"
 
 
 class Family(Enum):
@@ -113,23 +123,43 @@ def _seconds(nanos: int) -> str:
     return _go_float(nanos / 1_000_000_000)
 
 
+def deflate_segment(data: bytes) -> bytes:
+    """Deflate `data` on its own into a byte-aligned, non-final piece of a deflate stream."""
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+def gzip_join(pieces: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Make one gzip member of (text, its deflate segment) pairs, in order."""
+    crc = 0
+    size = 0
+    out = [_GZIP_HEADER]
+    for raw, segment in pieces:
+        crc = zlib.crc32(raw, crc)
+        size += len(raw)
+        out.append(segment)
+    out.append(_FINAL_BLOCK)
+    out.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return b"".join(out)
+
+
 @dataclass(slots=True)
 class RenderedJob:
-    """One job state rendered: a text chunk per family, and its gzip members on demand."""
+    """One job state rendered: a chunk per family, and its deflate segments on demand."""
 
     state: JobState
-    chunks: tuple[str, ...]
-    _members: list[bytes | None] = field(default_factory=list)
+    chunks: tuple[bytes, ...]
+    _segments: list[bytes | None] = field(default_factory=list)
 
-    def member(self, index: int) -> bytes:
-        """Return chunk `index` as one gzip member, compressing it the first time."""
-        if not self._members:
-            self._members = [None] * len(self.chunks)
-        member = self._members[index]
-        if member is None:
-            member = gzip.compress(self.chunks[index].encode(), _GZIP_LEVEL, mtime=0)
-            self._members[index] = member
-        return member
+    def segment(self, index: int) -> bytes:
+        """Return chunk `index` deflated, compressing it the first time."""
+        if not self._segments:
+            self._segments = [None] * len(self.chunks)
+        segment = self._segments[index]
+        if segment is None:
+            segment = deflate_segment(self.chunks[index])
+            self._segments[index] = segment
+        return segment
 
 
 def render_job(state: JobState, project_id: str) -> RenderedJob:
@@ -155,7 +185,7 @@ def render_job(state: JobState, project_id: str) -> RenderedJob:
         f'cce_job_poll_errors_total{{error="{kind.value}",{poll}}} {float(count)}\n'
         for kind, count in zip(ERROR_KINDS, state.errors, strict=True)
     ]
-    return RenderedJob(state, tuple("".join(lines[family]) for family in FAMILIES))
+    return RenderedJob(state, tuple("".join(lines[family]).encode() for family in FAMILIES))
 
 
 def _render_node(lines: dict[Family, list[str]], node: JobNode, p: str, root_id: str) -> None:
@@ -234,37 +264,37 @@ class Renderer:
         self._cache = fresh
         return list(fresh.values())
 
-    def render(self, states: Iterable[JobState], *, openmetrics: bool = False) -> str:
-        """Return the whole exposition as text."""
-        jobs = self._rendered(states)
-        parts = [self._registry_text(openmetrics=openmetrics)]
-        for index, family in enumerate(FAMILIES):
-            chunks = [job.chunks[index] for job in jobs if job.chunks[index]]
-            if chunks:
-                parts.append(family.header(openmetrics=openmetrics))
-                parts += chunks
-        if openmetrics:
-            parts.append("# EOF\n")
-        return "".join(parts)
+    def render(self, states: Iterable[JobState], *, openmetrics: bool = False) -> bytes:
+        """Return the whole exposition."""
+        return b"".join(raw for raw, _ in self._pieces(states, openmetrics=openmetrics, gzip=False))
 
     def render_gzip(self, states: Iterable[JobState], *, openmetrics: bool = False) -> bytes:
-        """Return the whole exposition as one gzip stream of many members."""
+        """Return the whole exposition as one gzip member."""
+        return gzip_join(self._pieces(states, openmetrics=openmetrics, gzip=True))
+
+    def _pieces(
+        self, states: Iterable[JobState], *, openmetrics: bool, gzip: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """List the exposition's parts in order, each as (text, deflated text or b"")."""
+
+        def fresh(raw: bytes) -> tuple[bytes, bytes]:
+            return raw, deflate_segment(raw) if gzip else b""
+
         jobs = self._rendered(states)
-        parts = [_gzip(self._registry_text(openmetrics=openmetrics))]
+        pieces = [fresh(self._registry_text(openmetrics=openmetrics))]
         for index, family in enumerate(FAMILIES):
-            members = [job.member(index) for job in jobs if job.chunks[index]]
-            if members:
-                parts.append(_gzip(family.header(openmetrics=openmetrics)))
-                parts += members
+            present = [job for job in jobs if job.chunks[index]]
+            if present:
+                pieces.append(fresh(family.header(openmetrics=openmetrics).encode()))
+                if gzip:
+                    pieces += [(job.chunks[index], job.segment(index)) for job in present]
+                else:
+                    pieces += [(job.chunks[index], b"") for job in present]
         if openmetrics:
-            parts.append(_gzip("# EOF\n"))
-        return b"".join(parts)
+            pieces.append(fresh(b"# EOF\n"))
+        return pieces
 
-    def _registry_text(self, *, openmetrics: bool) -> str:
+    def _registry_text(self, *, openmetrics: bool) -> bytes:
         if openmetrics:
-            return _openmetrics_latest(self._registry).decode().removesuffix("# EOF\n")
-        return text_latest(self._registry).decode()
-
-
-def _gzip(text: str) -> bytes:
-    return gzip.compress(text.encode(), _GZIP_LEVEL, mtime=0)
+            return _openmetrics_latest(self._registry).removesuffix(b"# EOF\n")
+        return text_latest(self._registry)

@@ -64,7 +64,7 @@ async def metrics(request: web.Request) -> web.Response:
         body = context.renderer.render_gzip(context.store, openmetrics=openmetrics)
         headers["Content-Encoding"] = "gzip"
     else:
-        body = context.renderer.render(context.store, openmetrics=openmetrics).encode()
+        body = context.renderer.render(context.store, openmetrics=openmetrics)
     return web.Response(body=body, headers=headers)
 
 

@@ -1,5 +1,6 @@
 import gzip
 import subprocess
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,7 +41,7 @@ def test_example_gives_exactly_the_spec_series(
     example_job: dict[str, Any], instruments: Instruments
 ) -> None:
     """The API page's example renders every job-tree and polling series with exact values."""
-    text = Renderer(EXAMPLE_PROJECT_ID, instruments.registry).render([_state(example_job)])
+    text = Renderer(EXAMPLE_PROJECT_ID, instruments.registry).render([_state(example_job)]).decode()
     series = parse_series(text)
     p = EXAMPLE_PROJECT_ID
     jobs = {k: v for k, v in series.items() if k[0].startswith("cce_job_")}
@@ -104,31 +105,33 @@ def test_reason_and_failed_polls_are_rendered(example_job: dict[str, Any]) -> No
     """A reason gives one reason series (cut to 200 characters); failed polls count by kind."""
     example_job["status"] = {"phase": "Failed", "reason": 'bad "quote"\\ ' + "x" * 300}
     state = _state(example_job).failed(ErrorKind.TIMEOUT, "t").failed(ErrorKind.TIMEOUT, "t")
-    series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.REASON)])
+    series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.REASON)].decode())
     ((_name, label_set), value), *rest = series.items()
     assert rest == []
     assert value == 1.0
     reason = dict(label_set)["reason"]
     assert reason.startswith('bad "quote"\\ x')
     assert len(reason) == 200
-    errors = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.POLL_ERRORS)])
+    errors = parse_series(
+        render_job(state, "p").chunks[FAMILIES.index(Family.POLL_ERRORS)].decode()
+    )
     assert errors[("cce_job_poll_errors_total", labels(
         project_id="p", job_id=ROOT, error="timeout"))] == 2.0  # fmt: skip
-    success = render_job(state, "p").chunks[FAMILIES.index(Family.POLL_SUCCESS)]
+    success = render_job(state, "p").chunks[FAMILIES.index(Family.POLL_SUCCESS)].decode()
     assert success.endswith("} 0.0\n")
 
 
 def test_unknown_phase_gets_its_own_series() -> None:
     """A phase outside the four is exported as its own series with value 1."""
     state = JobState("j").succeeded(flatten({"status": {"phase": "Paused"}}, "j"), 1.0)
-    series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.PHASE)])
+    series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.PHASE)].decode())
     phases = {dict(k[1])["phase"]: v for k, v in series.items()}
     assert phases == {"Initializing": 0, "Running": 0, "Success": 0, "Failed": 0, "Paused": 1}
 
 
 def test_unpolled_job_has_only_its_error_counters() -> None:
     """Before its first poll a watched job shows zeroed error counters and nothing else."""
-    series = parse_series(Renderer("p", CollectorRegistry()).render([JobState("j")]))
+    series = parse_series(Renderer("p", CollectorRegistry()).render([JobState("j")]).decode())
     assert {name for name, _ in series} == {"cce_job_poll_errors_total"}
     assert set(series.values()) == {0.0}
 
@@ -137,8 +140,8 @@ def test_dropped_job_leaves_no_series(example_job: dict[str, Any]) -> None:
     """A job that is no longer passed to the renderer leaves no series behind."""
     renderer = Renderer("p", CollectorRegistry())
     other = JobState("other-job").succeeded(flatten({"status": {"phase": "Running"}}, "x"), 1.0)
-    assert ROOT in renderer.render([_state(example_job), other])
-    text = renderer.render([other])
+    assert ROOT in renderer.render([_state(example_job), other]).decode()
+    text = renderer.render([other]).decode()
     assert ROOT not in text
     assert "other-job" in text
 
@@ -147,10 +150,10 @@ def test_cached_rendering_follows_new_states(example_job: dict[str, Any]) -> Non
     """A new state of a job is rendered anew; the same state is served from the cache."""
     renderer = Renderer("p", CollectorRegistry())
     first = _state(example_job)
-    renderer.render([first])
+    renderer.render([first]).decode()
     example_job["status"]["phase"] = "Success"
     second = first.succeeded(flatten(example_job, ROOT), POLLED_AT + 30)
-    text = renderer.render([second])
+    text = renderer.render([second]).decode()
     key = ("cce_job_status_phase", labels(
         project_id="p", job_id=ROOT, root_job_id=ROOT, job_type="CreateCluster", phase="Success"
     ))  # fmt: skip
@@ -247,7 +250,7 @@ def test_output_is_byte_identical_to_prometheus_client(example_job: dict[str, An
     registry = CollectorRegistry()
     registry.register(_Reference(states, "proj"))
     reference = generate_latest(registry).decode()
-    ours = _job_part(Renderer("proj", CollectorRegistry()).render(states))
+    ours = _job_part(Renderer("proj", CollectorRegistry()).render(states).decode())
     assert ours == reference
 
 
@@ -255,15 +258,20 @@ def test_openmetrics_and_gzip_forms(example_job: dict[str, Any], instruments: In
     """OpenMetrics output parses with the OpenMetrics parser; gzip output decompresses to text."""
     renderer = Renderer("p", instruments.registry)
     state = _state(example_job)
-    om = renderer.render([state], openmetrics=True)
+    om = renderer.render([state], openmetrics=True).decode()
     assert om.endswith("# EOF\n")
     assert om.count("# EOF") == 1
     families = {family.name: family for family in parse_openmetrics(om)}
     assert families["cce_job_poll_errors"].type == "counter"
     assert families["cce_job_info"].type == "gauge"
-    plain = renderer.render([state])
+    plain = renderer.render([state]).decode()
     unzipped = gzip.decompress(renderer.render_gzip([state])).decode()
     assert _job_part(unzipped) == _job_part(plain)
+    # One gzip member, so that clients that read only the first member see everything.
+    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    assert member.decompress(renderer.render_gzip([state])).decode().endswith(_job_part(plain))
+    assert member.eof
+    assert member.unused_data == b""
     om_unzipped = gzip.decompress(renderer.render_gzip([state], openmetrics=True)).decode()
     assert _job_part(om_unzipped) == _job_part(om)
 
@@ -278,7 +286,7 @@ def test_promtool_accepts_the_exposition(
     instruments.parse_errors.labels("metadata.uid").inc()
     failed = {**example_job, "status": {"phase": "Failed", "reason": "quota exceeded"}}
     states = [_state(example_job), JobState("j2").succeeded(flatten(failed, "j2"), 1.0)]
-    text = Renderer("p", instruments.registry).render(states)
+    text = Renderer("p", instruments.registry).render(states).decode()
     result = subprocess.run(  # noqa: S603 - a fixed program on our own output
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
