@@ -278,7 +278,7 @@ def _read_config_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
         return {}, [Problem("--config", "", f"cannot read {path}: {exc.strerror}")]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         return {}, [Problem("--config", "", f"{path} is not valid YAML: {exc}")]
-    except TypeError:  # pydantic-settings' answer to a file that is not a mapping
+    except (TypeError, ValueError):  # pydantic-settings' answers to a file that is no mapping
         return {}, [Problem("--config", "", f"{path} must hold a mapping of setting: value")]
     return dict(data), []
 

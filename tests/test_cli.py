@@ -1,0 +1,196 @@
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from pytest_aiohttp import AiohttpServer
+
+from tests.conftest import EXAMPLE_JOB_ID, labels, parse_series
+from tests.fakecce import TOKEN, FakeCCE
+
+PROJECT = "0123456789abcdef0123456789abcdef"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCE_EXPORTER_")}
+    return env | extra
+
+
+async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", *args,
+        env=env if env is not None else _env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_configuration_errors_exit_2_naming_each_setting() -> None:
+    """Bad settings print one line per problem, with setting and source, and exit 2."""
+    code, out, err = await _run(
+        "--poll-interval", "-5", "--endpoint", "http://cce.example.com",
+        env=_env(CCE_EXPORTER_JOB_IDS="ok,not/ok"),
+    )  # fmt: skip
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert all(line.startswith("cce-job-exporter: configuration error: ") for line in lines)
+    text = "\n".join(lines)
+    assert "poll_interval (flag --poll-interval): Input should be greater than 0" in text
+    assert "endpoint (flag --endpoint): plain http:// is refused" in text
+    assert "job_ids (environment variable CCE_EXPORTER_JOB_IDS): 'not/ok'" in text
+    assert "project_id (default): required" in text
+    assert len(lines) == 5
+
+
+async def test_check_config_accepts_good_settings() -> None:
+    """--check-config exits 0 on settings that work, and starts nothing."""
+    code, out, _ = await _run(
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        env=_env(CCE_EXPORTER_AUTH_TOKEN="secret-token-value"),
+    )  # fmt: skip
+    assert code == 0
+    assert out.strip() == "configuration OK"
+    assert "secret-token-value" not in out
+
+
+async def test_version_flag() -> None:
+    """--version prints the version."""
+    code, out, _ = await _run("--version")
+    assert code == 0
+    assert out.startswith("cce-job-exporter ")
+
+
+async def test_once_prints_the_exposition(
+    aiohttp_server: AiohttpServer, example_job: dict[str, Any]
+) -> None:
+    """--once against a stand-in API prints the example's series with exact values, exit 0."""
+    api = FakeCCE()
+    api.jobs[EXAMPLE_JOB_ID] = example_job
+    server = await aiohttp_server(api.app())
+    code, out, err = await _run(
+        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--job-ids", EXAMPLE_JOB_ID, env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
+    )  # fmt: skip
+    assert code == 0, err
+    series = parse_series(out)
+    base = {"project_id": PROJECT, "root_job_id": EXAMPLE_JOB_ID}
+    master = labels(**base, job_id="fd474fab-9606-11e8-baa9-0255ac10215d", job_type="InstallMaster")
+    assert series[("cce_job_duration_seconds", master)] == 774.580423413
+    root = labels(**base, job_id=EXAMPLE_JOB_ID, job_type="CreateCluster", phase="Running")
+    assert series[("cce_job_status_phase", root)] == 1.0
+    poll = labels(project_id=PROJECT, job_id=EXAMPLE_JOB_ID)
+    assert series[("cce_job_poll_success", poll)] == 1.0
+    assert api.requests[EXAMPLE_JOB_ID] == 1
+
+
+async def test_once_exits_1_when_a_poll_fails(aiohttp_server: AiohttpServer) -> None:
+    """--once exits 1 when any job could not be read, and still prints what it has."""
+    api = FakeCCE()
+    api.add_job("good")
+    server = await aiohttp_server(api.app())
+    code, out, err = await _run(
+        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--job-ids", "good,gone", env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
+    )  # fmt: skip
+    assert code == 1
+    series = parse_series(out)
+    assert series[("cce_job_poll_success", labels(project_id=PROJECT, job_id="good"))] == 1.0
+    assert series[("cce_job_poll_success", labels(project_id=PROJECT, job_id="gone"))] == 0.0
+    assert "job_poll_failing" in err
+    assert "not_found" in err
+
+
+async def _wait_http(url: str) -> str:
+    deadline = time.monotonic() + 20
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return await response.text()
+            except aiohttp.ClientConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer 200 within 20 s")
+            await asyncio.sleep(0.1)
+
+
+async def test_service_serves_and_stops_on_sigterm(
+    aiohttp_server: AiohttpServer, example_job: dict[str, Any]
+) -> None:
+    """The service polls, becomes ready, serves /metrics, and exits 0 soon after SIGTERM."""
+    api = FakeCCE()
+    api.jobs[EXAMPLE_JOB_ID] = example_job
+    server = await aiohttp_server(api.app())
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", "--endpoint", str(server.make_url("")),
+        "--project-id", PROJECT, "--job-ids", EXAMPLE_JOB_ID,
+        "--listen-address", f"127.0.0.1:{port}",
+        env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await _wait_http(f"http://127.0.0.1:{port}/readyz")
+        text = await _wait_http(f"http://127.0.0.1:{port}/metrics")
+        assert f'job_id="{EXAMPLE_JOB_ID}"' in text
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = await asyncio.wait_for(process.communicate(), 10)
+        assert process.returncode == 0
+        assert time.monotonic() - started < 5
+        assert "stopped" in stderr.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_demo_runs_and_stops() -> None:
+    """--demo serves several moving demo jobs on /metrics and stops cleanly on SIGINT."""
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", "--demo", "--listen-address", f"127.0.0.1:{port}",
+        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await _wait_http(f"http://127.0.0.1:{port}/readyz")
+        series = parse_series(await _wait_http(f"http://127.0.0.1:{port}/metrics"))
+        roots = {
+            dict(key)["job_id"]
+            for name, key in series
+            if name == "cce_job_info" and dict(key)["depth"] == "0"
+        }
+        assert len(roots) >= 4
+        phases = {
+            dict(key)["phase"]
+            for (name, key), value in series.items()
+            if name == "cce_job_status_phase" and value == 1.0
+        }
+        assert {"Running", "Success"} <= phases
+        success = [v for (name, _), v in series.items() if name == "cce_job_poll_success"]
+        assert success
+        assert set(success) == {1.0}
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 10)
+        assert process.returncode == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

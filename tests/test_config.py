@@ -1,0 +1,175 @@
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, LogFormat, Settings, load_settings
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+MINIMAL = {"project_id": "proj", "region": "cn-north-4"}
+
+
+def _problems(excinfo: pytest.ExceptionInfo[ConfigError]) -> list[str]:
+    return [str(problem) for problem in excinfo.value.problems]
+
+
+def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    """Unset settings take the spec's defaults."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    settings = load_settings(MINIMAL)
+    assert settings.poll_interval == 30
+    assert settings.poll_concurrency == 16
+    assert settings.request_timeout == 10
+    assert settings.finished_retention == 3600
+    assert settings.listen_address == "0.0.0.0:9849"
+    assert settings.log_level == "info"
+    assert settings.log_format is LogFormat.TEXT
+    assert settings.job_ids == ()
+    assert settings.cce_endpoint == "https://cce.cn-north-4.myhuaweicloud.com"
+
+
+def test_sources_in_order(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Flags beat the environment, which beats the YAML file, which beats defaults."""
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        "project_id: from-file\nregion: cn-north-4\npoll_interval: 5\n"
+        "poll_concurrency: 4\njob_ids: [a, b]\nauth_token: file-token\n"
+    )
+    clean_env.setenv("CCE_EXPORTER_POLL_INTERVAL", "7")
+    clean_env.setenv("CCE_EXPORTER_POLL_CONCURRENCY", "8")
+    settings = load_settings({"poll_concurrency": "9"}, config)
+    assert settings.project_id == "from-file"
+    assert settings.poll_interval == 7
+    assert settings.poll_concurrency == 9
+    assert settings.job_ids == ("a", "b")
+    assert settings.token is not None
+    assert settings.token.get_secret_value() == "file-token"
+
+
+def test_job_ids_comma_separated_and_deduplicated(clean_env: pytest.MonkeyPatch) -> None:
+    """Job IDs from the environment are comma-separated; repeats are watched once."""
+    clean_env.setenv("CCE_EXPORTER_JOB_IDS", " a, b,,a ,c")
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    assert load_settings(MINIMAL).job_ids == ("a", "b", "c")
+    assert load_settings({**MINIMAL, "job_ids": "x,y"}).job_ids == ("x", "y")
+
+
+def test_secret_from_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """auth_token_file reads the token from a file, without its trailing newline."""
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-token\n")
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", str(secret))
+    settings = load_settings(MINIMAL)
+    assert settings.token is not None
+    assert settings.token.get_secret_value() == "s3cr3t-token"
+    assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" not in str(settings.model_dump())
+
+
+def test_every_problem_is_reported_with_its_source(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One load reports each problem once, naming the setting and where it came from."""
+    config = tmp_path / "exporter.yml"
+    config.write_text("poll_interval: -1\nbogus_key: 1\nproject_id: ok\n")
+    clean_env.setenv("CCE_EXPORTER_JOB_IDS", "good,../etc")
+    clean_env.setenv("CCE_EXPORTER_POLL_INTERVALL", "3")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"request_timeout": "soon", "log_level": "loud"}, config)
+    problems = _problems(caught)
+    expected_starts = [
+        "poll_intervall (environment variable CCE_EXPORTER_POLL_INTERVALL): unknown setting",
+        "job_ids (environment variable CCE_EXPORTER_JOB_IDS): '../etc' is not a valid ID",
+        f"poll_interval (config file {config}): Input should be greater than 0",
+        "request_timeout (flag --request-timeout): Input should be a valid number",
+        "log_level (flag --log-level): Input should be 'debug', 'info', 'warning' or 'error'",
+        f"bogus_key (config file {config}): unknown setting",
+        "endpoint (default): set endpoint, or region",
+        "auth_token (default): no authentication configured",
+    ]
+    assert len(problems) == len(expected_starts)
+    for problem, start in zip(problems, expected_starts, strict=True):
+        assert problem.startswith(start), problem
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"endpoint": "http://cce.example.com"}, "plain http:// is refused"),
+        ({"endpoint": "ftp://x"}, "is not an http(s) URL"),
+        ({"region": "north"}, "is not a region name"),
+        ({"project_id": "a b"}, "is not a valid ID"),
+        ({"listen_address": "9849"}, "is not host:port"),
+        ({"listen_address": "0.0.0.0:99999"}, "is not host:port"),
+        ({"ca_bundle": "/nonexistent/ca.pem"}, "is not a readable file"),
+        ({"poll_concurrency": "0"}, "greater than or equal to 1"),
+    ],
+)
+def test_bad_values_are_refused(
+    clean_env: pytest.MonkeyPatch, flags: dict[str, str], message: str
+) -> None:
+    """Each malformed setting is refused with a message saying what is expected."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**MINIMAL, **flags})
+    assert any(message in problem for problem in _problems(caught)), _problems(caught)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:8080"]
+)
+def test_plain_http_allowed_on_loopback(clean_env: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Plain http:// is accepted for loopback hosts (local stand-ins, the demo)."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    settings = load_settings({"project_id": "p", "endpoint": endpoint + "/"})
+    assert settings.cce_endpoint == endpoint
+
+
+def test_eu_region_has_its_own_domain(clean_env: pytest.MonkeyPatch) -> None:
+    """A European region derives its endpoint on the .eu domain."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    settings = load_settings({"project_id": "p", "region": "eu-west-101"})
+    assert settings.cce_endpoint == "https://cce.eu-west-101.myhuaweicloud.eu"
+
+
+def test_token_and_token_file_together_is_an_error(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Giving a secret and its _file form at once is a configuration error."""
+    secret = tmp_path / "token"
+    secret.write_text("x")
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", str(secret))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(MINIMAL)
+    assert any("not both" in problem for problem in _problems(caught))
+
+
+def test_unreadable_secret_file_names_the_file_setting(clean_env: pytest.MonkeyPatch) -> None:
+    """A missing secret file is reported against the _file setting."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", "/nonexistent/token")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(MINIMAL)
+    assert _problems(caught)[0].startswith(
+        "auth_token_file (environment variable CCE_EXPORTER_AUTH_TOKEN_FILE): cannot read"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("- a\n- b\n", "must hold a mapping"), ("a: [\n", "is not valid YAML")],
+)
+def test_bad_config_file(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, content: str, message: str
+) -> None:
+    """A config file that is not a YAML mapping is one clear problem."""
+    config = tmp_path / "bad.yml"
+    config.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, config)
+    assert message in _problems(caught)[0]
+
+
+def test_demo_needs_no_project_or_credentials(clean_env: pytest.MonkeyPatch) -> None:
+    """In demo mode the project, endpoint and credentials come from the demo."""
+    assert isinstance(load_settings({}, demo=True), Settings)
