@@ -1,0 +1,46 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from exporter.config import Settings, load_settings
+from exporter.exposition import FAMILIES
+from exporter.instruments import Instruments
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _table_names(section: str) -> set[str]:
+    """The backticked first-column names of the tables under a README heading."""
+    start = README.index(f"\n## {section}\n")
+    end = README.find("\n## ", start + 1)
+    body = README[start : end if end != -1 else None]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", body, flags=re.MULTILINE))
+
+
+def test_readme_documents_every_setting() -> None:
+    """The README's configuration table lists exactly the settings the code has."""
+    assert _table_names("Configuration") == set(Settings.model_fields)
+
+
+def test_readme_documents_every_metric() -> None:
+    """Every metric in the README's catalogue is one the exporter serves, and vice versa."""
+    registry_names = {
+        metric.name + ("_total" if metric.type == "counter" else "")
+        for metric in Instruments().registry.collect()
+        if metric.name.startswith("cce_")
+    }
+    family_names = {family.value[0] for family in FAMILIES}
+    assert _table_names("Metrics") == registry_names | family_names
+
+
+def test_example_settings_file_is_valid(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """config/exporter.example.yml loads without a problem (given its secret file)."""
+    token = tmp_path / "token"
+    token.write_text("t")
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", str(token))
+    settings = load_settings({}, ROOT / "config" / "exporter.example.yml")
+    assert settings.project_id == "0123456789abcdef0123456789abcdef"
