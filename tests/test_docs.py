@@ -35,9 +35,7 @@ def test_readme_documents_every_metric() -> None:
     assert _table_names("Metrics") == registry_names | family_names
 
 
-def test_example_settings_file_is_valid(
-    clean_env: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_example_settings_file_is_valid(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """config/exporter.example.yml loads without a problem (given its secret file)."""
     token = tmp_path / "token"
     token.write_text("t")
