@@ -22,6 +22,7 @@ from exporter.demo import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_ap
 from exporter.exposition import Renderer
 from exporter.instruments import Instruments
 from exporter.logs import event
+from exporter.ratelimit import RateLimiter
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
 from exporter.web import WebContext, create_app
@@ -76,6 +77,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
             make_auth(settings),
             instruments,
             timeout=settings.request_timeout,
+            limiter=RateLimiter(settings.rate_limit),
         )
         store = JobStore()
         project_id = settings.project_id or ""

@@ -22,6 +22,7 @@ _HELP = {
     "poll_interval": "seconds between polls of a job that is not finished",
     "poll_concurrency": "most API requests in flight at once",
     "request_timeout": "seconds for one API request",
+    "rate_limit": "most API requests per second",
     "finished_retention": "seconds a finished job keeps its series",
     "listen_address": "host:port of the HTTP server",
     "log_level": "debug, info, warning or error",

@@ -1,12 +1,17 @@
 """The CCE API client: one aiohttp session, every failure turned into an `ApiError`."""
 
+import asyncio
 import json
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from yarl import URL
 
 from exporter import __version__
@@ -15,6 +20,7 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.ids import check_id
 from exporter.instruments import Instruments
 from exporter.model import InvalidJobError, JobTree, flatten
+from exporter.ratelimit import RateLimiter, Sleep
 
 # No real job is anywhere near this; a body past it is refused unread.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -58,6 +64,38 @@ def error_detail(body: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a request that failed for a transient reason is tried again.
+
+    Waits grow exponentially with full jitter (a random time between 0 and
+    `initial * 2**n`, at most `cap`), or are exactly what the API's Retry-After
+    says. A Retry-After longer than `max_retry_after` ends the poll instead:
+    the rate limiter still holds every request back until then.
+    """
+
+    attempts: int = 3
+    initial: float = 0.5
+    cap: float = 8.0
+    max_retry_after: float = 30.0
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Read a Retry-After header, seconds or an HTTP date, as seconds from `now`."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # an HTTP date is GMT
+        return None
+    return max(0.0, moment.timestamp() - now)
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
     body: bytes
@@ -75,12 +113,20 @@ class CCEClient:
         instruments: Instruments,
         *,
         timeout: float,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._session = session
         self._endpoint = URL(endpoint)
         self._auth = auth
         self._instruments = instruments
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._limiter = limiter
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._clock = clock
 
     def job_url(self, project_id: str, job_id: str) -> URL:
         """Build the URL of one job; the IDs are checked and encoded."""
@@ -113,6 +159,37 @@ class CCEClient:
             ) from None
 
     async def _get(self, url: URL, operation: str) -> _Answer:
+        """GET `url`, trying again after transient failures as the policy says."""
+        policy = self._retry
+
+        def worth_retrying(exc: BaseException) -> bool:
+            if not isinstance(exc, ApiError) or not exc.transient:
+                return False
+            return exc.retry_after is None or exc.retry_after <= policy.max_retry_after
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, ApiError) and exc.retry_after is not None:
+                return exc.retry_after
+            ceiling = min(policy.cap, policy.initial * 2 ** (state.attempt_number - 1))
+            return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=wait,
+            retry=retry_if_exception(worth_retrying),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._get_once(url, operation)
+        msg = "unreachable: tenacity re-raises the last failure"
+        raise AssertionError(msg)
+
+    async def _get_once(self, url: URL, operation: str) -> _Answer:
+        if self._limiter is not None:
+            await self._limiter.acquire()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"cce-job-exporter/{__version__}",
@@ -125,6 +202,7 @@ class CCEClient:
                 code = str(response.status)
                 body = await _read_capped(response)
                 request_id = response.headers.get("X-Request-Id")
+                retry_after_header = response.headers.get("Retry-After")
         except TimeoutError:
             raise ApiError(ErrorKind.TIMEOUT, f"no answer within {self._timeout.total} s") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -134,14 +212,22 @@ class CCEClient:
         finally:
             self._instruments.api_requests.labels(operation, code).inc()
             self._instruments.api_latency.labels(operation).observe(time.perf_counter() - started)
-        if not 200 <= int(code) < 300:
+        status = int(code)
+        retry_after = parse_retry_after(retry_after_header, self._clock())
+        if self._limiter is not None:
+            if status == 429 or (retry_after is not None and status == 503):
+                retry_after = self._limiter.throttled(retry_after)
+            else:
+                self._limiter.succeeded()
+        if not 200 <= status < 300:
             raise ApiError(
-                kind_for_status(int(code)),
+                kind_for_status(status),
                 error_detail(body),
-                status=int(code),
+                status=status,
                 request_id=request_id,
+                retry_after=retry_after,
             )
-        return _Answer(int(code), body, request_id)
+        return _Answer(status, body, request_id)
 
 
 class _BodyTooLargeError(aiohttp.ClientError):

@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=30.0, gt=0)
     poll_concurrency: int = Field(default=16, ge=1, le=1000)
     request_timeout: float = Field(default=10.0, gt=0)
+    rate_limit: float = Field(default=20.0, gt=0)
     finished_retention: float = Field(default=3600.0, ge=0)
 
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"

@@ -16,6 +16,11 @@ class ErrorKind(StrEnum):
     INVALID_RESPONSE = "invalid_response"
 
 
+TRANSIENT = frozenset(
+    {ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.SERVER_ERROR, ErrorKind.THROTTLED}
+)
+
+
 class ApiError(Exception):
     """A request to the API that did not give a usable answer."""
 
@@ -26,12 +31,20 @@ class ApiError(Exception):
         *,
         status: int | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.kind = kind
         self.detail = detail
         self.status = status
         self.request_id = request_id
+        # Seconds the API asked us to wait (its Retry-After header), if it did.
+        self.retry_after = retry_after
         super().__init__(str(self))
+
+    @property
+    def transient(self) -> bool:
+        """Tell whether trying again soon may succeed."""
+        return self.kind in TRANSIENT
 
     def __str__(self) -> str:
         status = f"HTTP {self.status}: " if self.status is not None else ""

@@ -10,9 +10,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
 
 from exporter.auth import TokenAuth
-from exporter.client import MAX_BODY_BYTES, CCEClient
+from exporter.client import MAX_BODY_BYTES, CCEClient, RetryPolicy, parse_retry_after
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
+from exporter.ratelimit import RateLimiter
 from tests.conftest import EXAMPLE_JOB_ID
 
 ENDPOINT = "https://cce.cn-north-4.myhuaweicloud.com"
@@ -22,9 +23,16 @@ URL = f"{ENDPOINT}/api/v3/projects/{PROJECT}/jobs/{EXAMPLE_JOB_ID}"
 
 @pytest.fixture
 async def client(instruments: Instruments) -> AsyncIterator[CCEClient]:
-    """A client with a static token, over a real aiohttp session."""
+    """A client with a static token that tries each request once, over a real session."""
     async with aiohttp.ClientSession() as session:
-        yield CCEClient(session, ENDPOINT, TokenAuth(SecretStr("tok-123")), instruments, timeout=5)
+        yield CCEClient(
+            session,
+            ENDPOINT,
+            TokenAuth(SecretStr("tok-123")),
+            instruments,
+            timeout=5,
+            retry=RetryPolicy(attempts=1),
+        )
 
 
 async def test_reads_a_job_with_token_and_content_type(
@@ -167,3 +175,155 @@ async def test_body_over_the_cap_is_refused(client: CCEClient) -> None:
             await client.show_job(PROJECT, EXAMPLE_JOB_ID)
     assert caught.value.kind is ErrorKind.INVALID_RESPONSE
     assert "cap" in caught.value.detail
+
+
+class Sleeps:
+    """Records the sleeps asked for, and moves a fake clock by them instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.calls: list[float] = []
+
+    def clock(self) -> float:
+        """Tell the fake time."""
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Record a sleep and let the fake time pass."""
+        self.calls.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+async def retrying(instruments: Instruments) -> AsyncIterator[tuple[CCEClient, Sleeps]]:
+    """A client that retries 3 times, with a rate limiter, on a fake clock."""
+    sleeps = Sleeps()
+    limiter = RateLimiter(1000, clock=sleeps.clock, sleep=sleeps.sleep)
+    async with aiohttp.ClientSession() as session:
+        yield (
+            CCEClient(
+                session, ENDPOINT, TokenAuth(SecretStr("t")), instruments, timeout=5,
+                limiter=limiter, retry=RetryPolicy(attempts=3, initial=0.5, cap=8),
+                sleep=sleeps.sleep, clock=sleeps.clock,
+            ),
+            sleeps,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+async def test_transient_failures_are_retried(
+    retrying: tuple[CCEClient, Sleeps], example_job: dict[str, Any], status: int
+) -> None:
+    """5xx and 429 are tried again after a wait, then the job is read.
+
+    A 5xx waits a jittered backoff; a 429 without Retry-After pauses every request
+    for the limiter's first throttle pause (1 s), the retry waits just that, and
+    requests resume at the steady rate (one token, 1 ms at 1000/s).
+    """
+    client, sleeps = retrying
+    with aioresponses() as mock:
+        mock.get(URL, status=status, body="{}")
+        mock.get(URL, exception=TimeoutError())
+        mock.get(URL, payload=example_job)
+        tree = await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+    assert len(tree.nodes) == 3
+    if status == 429:
+        pause, token, backoff = sleeps.calls
+        assert pause == 1.0
+        assert token == pytest.approx(0.001)
+    else:
+        first, backoff = sleeps.calls
+        assert 0 <= first <= 0.5
+    assert 0 <= backoff <= 1.0
+
+
+async def test_retries_stop_after_the_last_attempt(retrying: tuple[CCEClient, Sleeps]) -> None:
+    """After the last attempt the last failure is raised, its kind intact."""
+    client, _ = retrying
+    with aioresponses() as mock:
+        for _ in range(3):
+            mock.get(URL, status=503, body="{}")
+        mock.get(URL, status=200, body="{}")
+        with pytest.raises(ApiError) as caught:
+            await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+        assert sum(len(calls) for calls in mock.requests.values()) == 3
+    assert caught.value.kind is ErrorKind.SERVER_ERROR
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409])
+async def test_client_errors_are_not_retried(
+    retrying: tuple[CCEClient, Sleeps], status: int
+) -> None:
+    """A 4xx other than 429 fails at once, without a second request."""
+    client, sleeps = retrying
+    with aioresponses() as mock:
+        mock.get(URL, status=status, body="{}")
+        mock.get(URL, status=200, body="{}")
+        with pytest.raises(ApiError):
+            await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+        assert sum(len(calls) for calls in mock.requests.values()) == 1
+    assert sleeps.calls == []
+
+
+async def test_retry_after_seconds_is_honoured_exactly(
+    retrying: tuple[CCEClient, Sleeps], example_job: dict[str, Any]
+) -> None:
+    """A 429 with Retry-After: 7 waits exactly 7 s before the next request."""
+    client, sleeps = retrying
+    with aioresponses() as mock:
+        mock.get(URL, status=429, body="{}", headers={"Retry-After": "7"})
+        mock.get(URL, payload=example_job)
+        await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+    assert sleeps.calls[0] == 7.0
+    assert sum(sleeps.calls[1:]) == pytest.approx(0.001)  # resuming at the steady rate
+
+
+async def test_retry_after_date_is_honoured(
+    retrying: tuple[CCEClient, Sleeps], example_job: dict[str, Any]
+) -> None:
+    """A 503 with Retry-After as an HTTP date waits until that moment."""
+    client, sleeps = retrying
+    sleeps.now = 1_700_000_000.0  # 2023-11-14 22:13:20 GMT
+    with aioresponses() as mock:
+        mock.get(URL, status=503, body="{}",
+                 headers={"Retry-After": "Tue, 14 Nov 2023 22:13:32 GMT"})  # fmt: skip
+        mock.get(URL, payload=example_job)
+        await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+    assert sleeps.calls[0] == 12.0
+    assert sum(sleeps.calls[1:]) == pytest.approx(0.001)
+
+
+async def test_long_retry_after_ends_the_poll_but_holds_all_requests(
+    retrying: tuple[CCEClient, Sleeps], example_job: dict[str, Any]
+) -> None:
+    """A Retry-After past the policy's limit fails the poll; no request goes before it."""
+    client, sleeps = retrying
+    with aioresponses() as mock:
+        mock.get(URL, status=429, body="{}", headers={"Retry-After": "120"})
+        mock.get(URL, payload=example_job)
+        with pytest.raises(ApiError) as caught:
+            await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+        assert caught.value.kind is ErrorKind.THROTTLED
+        assert caught.value.retry_after == 120
+        assert sleeps.calls == []
+        await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+    assert sleeps.calls[0] == 120.0
+    assert sum(sleeps.calls[1:]) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("5", 5.0),
+        (" 0 ", 0.0),
+        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        ("soon", None),
+        ("-3", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    """Retry-After is read as seconds or as an HTTP date; nonsense is ignored."""
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert parse_retry_after(header, now) == expected

@@ -1,0 +1,88 @@
+"""One token bucket for every request the exporter makes, which throttling pauses."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+# A throttled answer without Retry-After pauses all requests this long at
+# first, doubling on each throttled answer in a row up to the cap.
+THROTTLE_PAUSE = 1.0
+THROTTLE_PAUSE_CAP = 60.0
+
+Sleep = Callable[[float], Awaitable[None]]
+# Clocks and sleeps are not exact; closer than this counts as there.
+_EPSILON = 1e-6
+
+
+class RateLimiter:
+    """A token bucket: `rate` requests a second on average, bursts of `rate`.
+
+    Waiters are served in turn. `throttled` pauses every request for a while:
+    the API's Retry-After exactly when it gave one, an exponential pause
+    otherwise, so that a throttled answer slows the whole exporter down.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            msg = f"rate must be positive, got {rate}"
+            raise ValueError(msg)
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._tokens = self._capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
+        self._paused_until = 0.0
+        self._pause = THROTTLE_PAUSE
+        self._lock = asyncio.Lock()
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds until requests may go again after a throttled answer (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock())
+
+    async def acquire(self) -> None:
+        """Wait for a token: the right to send one request now."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._paused_until - _EPSILON:
+                    await self._sleep(self._paused_until - now)
+                    continue
+                self._tokens = min(
+                    self._capacity, self._tokens + max(0.0, now - self._updated) * self._rate
+                )
+                self._updated = now
+                if self._tokens >= 1 - _EPSILON:
+                    self._tokens = max(0.0, self._tokens - 1)
+                    return
+                await self._sleep((1 - self._tokens) / self._rate)
+                if self._clock() < self._paused_until - _EPSILON:
+                    continue  # throttled meanwhile
+                # The token accrued while we slept is this request's.
+                self._tokens = 0.0
+                self._updated = self._clock()
+                return
+
+    def throttled(self, retry_after: float | None) -> float:
+        """Pause every request after a throttled answer; return the pause in seconds."""
+        if retry_after is not None:
+            pause = retry_after
+        else:
+            pause = self._pause
+            self._pause = min(THROTTLE_PAUSE_CAP, self._pause * 2)
+        self._paused_until = max(self._paused_until, self._clock() + pause)
+        # After the pause, requests resume at the steady rate, not in a burst.
+        self._tokens = 0
+        self._updated = self._paused_until
+        return pause
+
+    def succeeded(self) -> None:
+        """Note an answer that was not throttled: the next pause starts small again."""
+        self._pause = THROTTLE_PAUSE

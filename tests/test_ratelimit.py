@@ -1,0 +1,69 @@
+import asyncio
+
+import pytest
+
+from exporter.ratelimit import THROTTLE_PAUSE_CAP, RateLimiter
+
+
+class FakeTime:
+    """A clock that moves only by the sleeps asked for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        """Tell the fake time."""
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Let fake time pass."""
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+async def test_burst_then_steady_rate() -> None:
+    """A full bucket lets `rate` requests through at once, then one per 1/rate seconds."""
+    time = FakeTime()
+    limiter = RateLimiter(10, clock=time.clock, sleep=time.sleep)
+    for _ in range(10):
+        await limiter.acquire()
+    assert time.now == 0.0
+    for _ in range(20):
+        await limiter.acquire()
+    assert time.now == pytest.approx(2.0)
+
+
+async def test_concurrent_waiters_share_the_rate() -> None:
+    """Many tasks acquiring at once are held to the rate together."""
+    time = FakeTime()
+    limiter = RateLimiter(5, clock=time.clock, sleep=time.sleep)
+    await asyncio.gather(*(limiter.acquire() for _ in range(25)))
+    assert time.now == pytest.approx(4.0)
+
+
+async def test_retry_after_pauses_everyone_exactly() -> None:
+    """After a throttled answer with Retry-After, no token is given before it has passed."""
+    time = FakeTime()
+    limiter = RateLimiter(100, clock=time.clock, sleep=time.sleep)
+    assert limiter.throttled(12.5) == 12.5
+    assert limiter.paused_for == 12.5
+    await limiter.acquire()
+    assert time.now == pytest.approx(12.5 + 0.01)
+
+
+async def test_throttle_without_retry_after_doubles_until_success() -> None:
+    """Throttled answers in a row pause 1, 2, 4 ... seconds, up to a cap; success resets."""
+    time = FakeTime()
+    limiter = RateLimiter(1, clock=time.clock, sleep=time.sleep)
+    pauses = [limiter.throttled(None) for _ in range(8)]
+    assert pauses == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert max(pauses) == THROTTLE_PAUSE_CAP
+    limiter.succeeded()
+    assert limiter.throttled(None) == 1
+
+
+def test_rate_must_be_positive() -> None:
+    """A rate of zero or less is refused."""
+    with pytest.raises(ValueError, match="positive"):
+        RateLimiter(0)
