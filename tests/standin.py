@@ -247,6 +247,15 @@ def free_port() -> int:
         return port
 
 
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """Hold a loopback port that refuses connections: bound, never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
+
+
 def wait_for(url: str, deadline: float, *, process: subprocess.Popen[bytes] | None = None) -> None:
     """Wait until `url` answers 200, failing when `process` ends first or time runs out."""
     while True:
