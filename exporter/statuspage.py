@@ -155,7 +155,11 @@ def _progress_bar(node: JobNode) -> str:
     if not total:
         return ""
     parts = []
-    for phase, count in counts.items():
+    # Done first, then under way, then waiting: the bar fills from the left.
+    order = ["Success", "Failed", "Running", "Initializing"]
+    order += [phase for phase in counts if phase not in order]
+    for phase in order:
+        count = counts.get(phase, 0)
         if count:
             css = _PHASE_CLASSES.get(phase, "other")
             width = 100 * count / total
@@ -227,7 +231,7 @@ _STYLE = """
 :root{--init:#8e8e8e;--running:#1f78d1;--success:#2e9e44;--failed:#d63d3d;--other:#b58100}
 *{box-sizing:border-box}
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:1em;
-background:#f5f6f8;color:#1d2327;line-height:1.4}
+background:#f5f6f8;color:#1d2327;line-height:1.4;overflow-wrap:anywhere}
 main{max-width:60em;margin:0 auto}
 h1{font-size:1.4em;margin:0 0 .3em}
 h2{font-size:1.1em;margin:0}
