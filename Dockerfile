@@ -8,7 +8,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin exporter
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels cce-job-exporter \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/cce_job_exporter-*.whl \
     && rm -rf /wheels
 USER 10001
 EXPOSE 9849

@@ -114,7 +114,9 @@ async def run_once(settings: Settings) -> int:
 
 
 async def _serve_http(ex: Exporter) -> web.AppRunner:
-    app = create_app(WebContext(ex.store, ex.renderer, lambda: ex.scheduler.ready))
+    app = create_app(
+        WebContext(ex.store, ex.renderer, lambda: ex.scheduler.ready, ex.settings.project_id or "")
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(ex.settings.listen_address)

@@ -1,6 +1,7 @@
-"""The HTTP server: /metrics, /healthz, /readyz and a landing page."""
+"""The HTTP server: /metrics, /healthz, /readyz, the job status views and a landing page."""
 
 import html
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
 from exporter.state import JobStore
+from exporter.statuspage import CONTENT_SECURITY_POLICY, jobs_json, render_html
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +20,7 @@ class WebContext:
     store: JobStore
     renderer: Renderer
     ready: Callable[[], bool]
+    project_id: str = ""
 
 
 _CONTEXT = web.AppKey("context", WebContext)
@@ -33,6 +36,8 @@ _LANDING = """<!doctype html>
 <li><a href="metrics">/metrics</a>: the metrics, for Prometheus</li>
 <li><a href="healthz">/healthz</a>: 200 while the process runs</li>
 <li><a href="readyz">/readyz</a>: 200 once every watched job has been polled</li>
+<li><a href="jobs">/jobs</a>: the watched jobs, for people</li>
+<li><a href="api/v1/jobs">/api/v1/jobs</a>: the same as JSON</li>
 </ul>
 </body></html>
 """
@@ -89,6 +94,23 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
+async def jobs_page(request: web.Request) -> web.Response:
+    """Serve the status page: every watched job as a tree."""
+    context = request.app[_CONTEXT]
+    page = render_html(context.store, context.project_id, time.time())
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "X-Content-Type-Options": "nosniff",
+    }
+    return web.Response(text=page, content_type="text/html", headers=headers)
+
+
+async def jobs_api(request: web.Request) -> web.Response:
+    """Serve the watched jobs as JSON."""
+    context = request.app[_CONTEXT]
+    return web.json_response(jobs_json(context.store, context.project_id, time.time()))
+
+
 def create_app(context: WebContext) -> web.Application:
     """Build the aiohttp application."""
     app = web.Application()
@@ -97,4 +119,6 @@ def create_app(context: WebContext) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/jobs", jobs_page)
+    app.router.add_get("/api/v1/jobs", jobs_api)
     return app
