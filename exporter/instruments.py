@@ -77,3 +77,15 @@ class Instruments:
             registry=r,
         )
         self.shard_info.labels(str(shard_index), str(shard_count)).set(1)
+        self._token_expiry: Gauge | None = None
+
+    @property
+    def token_expiry(self) -> Gauge:
+        """The expiry of the IAM token in use; exported only once IAM auth asks for it."""
+        if self._token_expiry is None:
+            self._token_expiry = Gauge(
+                "cce_exporter_token_expiry_timestamp_seconds",
+                "When the IAM token in use expires (IAM authentication only).",
+                registry=self.registry,
+            )
+        return self._token_expiry
