@@ -110,8 +110,10 @@ class AuthGate:
 
     def _settle(self, status: int | None, detail: str, *, retry_now: bool, probe: bool) -> None:
         try:
-            if status in (401, 403):
+            if status in (401, 403) and (probe or self._trusted):
                 self._refused(status, detail, retry_now=retry_now)
+            # A refusal of a request sent while the credentials were trusted,
+            # arriving after another refusal, is the same news: counted once.
             elif status is not None and (200 <= status < 300 or status == 404):
                 self._accepted()
             # Anything else (no answer, throttled, server error) says nothing of
@@ -137,13 +139,15 @@ class AuthGate:
     def _refused(self, status: int, detail: str, *, retry_now: bool) -> None:
         kind = ErrorKind.UNAUTHORIZED if status == 401 else ErrorKind.FORBIDDEN
         self._trusted = False
-        self._failures += 1
-        delay = 0.0 if retry_now else self._delay(self._failures)
-        self._retry_at = self._clock() + delay
-        self._last = ApiError(kind, detail, status=status)
         if retry_now:
+            # Not counted: the credentials refused are gone, the new ones untried.
+            self._retry_at = self._clock()
             event(log, logging.DEBUG, "credentials_renewed_after_refusal", api=self._what)
             return
+        self._failures += 1
+        delay = self._delay(self._failures)
+        self._retry_at = self._clock() + delay
+        self._last = ApiError(kind, detail, status=status)
         fields: dict[str, object] = {
             "api": self._what,
             "status": status,

@@ -138,6 +138,7 @@ class IamAuth:
         self._token: Token | None = None
         self._renewing = asyncio.Lock()
         self._retry_renewal_at = 0.0
+        self._dropped: tuple[str | None, bool] = (None, False)  # last token refused, verdict
         self._expiry = instruments.token_expiry
 
     def __repr__(self) -> str:
@@ -155,15 +156,19 @@ class IamAuth:
 
     def refused(self, sent: Mapping[str, str]) -> bool:
         """Drop the token the CCE API refused; say whether a retry should wait for no backoff."""
-        token = self._token
-        if token is None or sent.get("X-Auth-Token") != token.value.get_secret_value():
-            return False  # refused an older token: the current one is untried
+        token, value = self._token, sent.get("X-Auth-Token")
+        if token is None or value != token.value.get_secret_value():
+            # A token dropped already: the same verdict again. Any older one: the
+            # token in use now is untried, so a retry may go at once.
+            return self._dropped[1] if value == self._dropped[0] else True
         self._token = None
         event(log, logging.INFO, "iam_token_refused", hint="a new token is requested")
         # A token that worked for a while was probably revoked: try a new one at
         # once. A fresh token refused too means something else is wrong, and the
         # gate's backoff applies.
-        return self._clock() - token.obtained_at >= FRESH_TOKEN_AGE
+        verdict = self._clock() - token.obtained_at >= FRESH_TOKEN_AGE
+        self._dropped = (value, verdict)
+        return verdict
 
     async def _current(self) -> Token:
         token = self._token
