@@ -17,15 +17,18 @@ from pydantic import SecretStr
 from exporter import __version__
 from exporter.auth import Authenticator, TokenAuth
 from exporter.client import CCEClient
-from exporter.config import Settings, split_host_port
+from exporter.config import AUTH_METHODS, Settings, split_host_port
 from exporter.demo import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app
 from exporter.exposition import Renderer
+from exporter.iam import IamAuth
 from exporter.instruments import Instruments
 from exporter.logs import event
 from exporter.ratelimit import RateLimiter
 from exporter.scheduler import PollSettings, Scheduler
+from exporter.signing import AkSkAuth
 from exporter.state import JobStore
 from exporter.web import WebContext, create_app
+from exporter.webconfig import load_web_config, secure
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +59,42 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | bool:
     return True
 
 
-def make_auth(settings: Settings) -> Authenticator:
-    """Return the authenticator that the settings configure."""
-    token = settings.token
-    if token is None:  # excluded by check_settings
-        msg = "no authentication configured"
-        raise RuntimeError(msg)
-    return TokenAuth(token)
+def make_auth(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    instruments: Instruments,
+    limiter: RateLimiter | None = None,
+) -> Authenticator:
+    """Return the authenticator that the settings configure (exactly one, by check_settings)."""
+    method = settings.auth_method
+    project_id = settings.project_id or ""
+    if method == "aksk":
+        access_key, secret_key = settings.secret("access_key"), settings.secret("secret_key")
+        if access_key is not None and secret_key is not None:
+            return AkSkAuth(
+                access_key,
+                secret_key,
+                project_id=project_id,
+                security_token=settings.secret("security_token"),
+            )
+    elif method == "iam":
+        password = settings.secret("iam_password")
+        if settings.iam_domain and settings.iam_username and password is not None:
+            return IamAuth(
+                session,
+                settings.iam_token_endpoint,
+                domain=settings.iam_domain,
+                username=settings.iam_username,
+                password=password,
+                project_id=project_id,
+                instruments=instruments,
+                timeout=settings.request_timeout,
+                limiter=limiter,
+            )
+    elif settings.token is not None:
+        return TokenAuth(settings.token)
+    msg = "no complete authentication configured"  # excluded by check_settings
+    raise RuntimeError(msg)
 
 
 @contextlib.asynccontextmanager
@@ -71,13 +103,14 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
     instruments = Instruments()
     connector = aiohttp.TCPConnector(limit=settings.poll_concurrency, ssl=ssl_context(settings))
     async with aiohttp.ClientSession(connector=connector) as session:
+        limiter = RateLimiter(settings.rate_limit)
         client = CCEClient(
             session,
             settings.cce_endpoint,
-            make_auth(settings),
+            make_auth(settings, session, instruments, limiter),
             instruments,
             timeout=settings.request_timeout,
-            limiter=RateLimiter(settings.rate_limit),
+            limiter=limiter,
         )
         store = JobStore()
         project_id = settings.project_id or ""
@@ -117,10 +150,12 @@ async def _serve_http(ex: Exporter) -> web.AppRunner:
     app = create_app(
         WebContext(ex.store, ex.renderer, lambda: ex.scheduler.ready, ex.settings.project_id or "")
     )
+    web_config = ex.settings.web_config_file
+    server_tls = secure(app, load_web_config(web_config) if web_config else None)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(ex.settings.listen_address)
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=server_tls)
     await site.start()
     event(log, logging.INFO, "listening", address=ex.settings.listen_address, version=__version__)
     return runner
@@ -146,6 +181,7 @@ async def run_service(
             "started",
             jobs=len(ex.store),
             endpoint=settings.cce_endpoint,
+            auth=settings.auth_method,
             poll_interval=settings.poll_interval,
         )
         try:
@@ -174,8 +210,8 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
         update={
             "endpoint": f"http://127.0.0.1:{port}",
             "project_id": DEMO_PROJECT_ID,
+            **dict.fromkeys(name for names in AUTH_METHODS.values() for name in names),
             "auth_token": SecretStr(DEMO_TOKEN),
-            "auth_token_file": None,
             "job_ids": tuple(job.job_id for job in cloud.jobs()),
             "poll_interval": interval,
         }

@@ -4,11 +4,14 @@ Each is an `Authenticator`: given a request about to be sent, it returns the
 headers that authenticate it. The client knows nothing more of credentials.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import SecretStr
 from yarl import URL
+
+from exporter.errors import ErrorKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +27,37 @@ class OutgoingRequest:
 class Authenticator(Protocol):
     """Adds credentials to requests."""
 
+    # What to check when the API refuses the credentials (401) or the permission (403).
+    hints: Mapping[ErrorKind, str]
+
     async def authenticate(self, request: OutgoingRequest) -> dict[str, str]:
         """Return the headers to add to `request`."""
         ...
 
+    def refused(self, sent: Mapping[str, str]) -> bool:
+        """Hear that the API answered 401 to a request sent with `sent` headers.
+
+        Return True when the credentials were renewed since (a retry may work).
+        """
+        ...
+
+
+TOKEN_HINTS: Mapping[ErrorKind, str] = {
+    ErrorKind.UNAUTHORIZED: (
+        "the token in auth_token (or auth_token_file) is wrong or expired (tokens live 24 h); "
+        "use AK/SK or IAM settings for credentials that do not expire"
+    ),
+    ErrorKind.FORBIDDEN: (
+        "the token's user lacks permission: grant cce:job:get (and cce:job:list for discovery) "
+        "on project_id"
+    ),
+}
+
 
 class TokenAuth:
     """A static token, sent as `X-Auth-Token`."""
+
+    hints = TOKEN_HINTS
 
     def __init__(self, token: SecretStr) -> None:
         self._token = token
@@ -41,3 +68,7 @@ class TokenAuth:
     async def authenticate(self, request: OutgoingRequest) -> dict[str, str]:
         """Return the token header."""
         return {"X-Auth-Token": self._token.get_secret_value()}
+
+    def refused(self, sent: Mapping[str, str]) -> bool:
+        """Say that a static token cannot be renewed."""
+        return False

@@ -16,6 +16,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.auth import Authenticator, OutgoingRequest
+from exporter.authgate import AuthGate, Ticket
 from exporter.errors import ApiError, ErrorKind
 from exporter.ids import check_id
 from exporter.instruments import Instruments
@@ -117,8 +118,11 @@ class CCEClient:
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        gate: AuthGate | None = None,
     ) -> None:
         self._session = session
+        # Backs off while the API refuses the credentials (see authgate).
+        self._gate = gate or AuthGate("CCE API", auth.hints)
         self._endpoint = URL(endpoint)
         self._auth = auth
         self._instruments = instruments
@@ -188,15 +192,21 @@ class CCEClient:
         raise AssertionError(msg)
 
     async def _get_once(self, url: URL, operation: str) -> _Answer:
-        if self._limiter is not None:
-            await self._limiter.acquire()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"cce-job-exporter/{__version__}",
         }
-        headers |= await self._auth.authenticate(OutgoingRequest("GET", url, dict(headers)))
+        ticket = await self._gate.admit()
+        try:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            headers |= await self._auth.authenticate(OutgoingRequest("GET", url, dict(headers)))
+        except BaseException:
+            ticket.settle(None)
+            raise
         started = time.perf_counter()
         code = "error"
+        body = b""
         try:
             async with self._session.get(url, headers=headers, timeout=self._timeout) as response:
                 code = str(response.status)
@@ -210,6 +220,7 @@ class CCEClient:
         except aiohttp.ClientError as exc:
             raise ApiError(ErrorKind.INVALID_RESPONSE, _describe(exc)) from None
         finally:
+            self._settle(ticket, code, body, headers)
             self._instruments.api_requests.labels(operation, code).inc()
             self._instruments.api_latency.labels(operation).observe(time.perf_counter() - started)
         status = int(code)
@@ -228,6 +239,13 @@ class CCEClient:
                 retry_after=retry_after,
             )
         return _Answer(status, body, request_id)
+
+    def _settle(self, ticket: Ticket, code: str, body: bytes, sent: dict[str, str]) -> None:
+        """Tell the gate (and, on 401, the authenticator) how the request went."""
+        status = int(code) if code.isdigit() else None
+        renewed = status == 401 and self._auth.refused(sent)
+        detail = error_detail(body) if status in (401, 403) else ""
+        ticket.settle(status, detail, retry_now=renewed)
 
 
 class _BodyTooLargeError(aiohttp.ClientError):

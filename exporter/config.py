@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from exporter.ids import check_id
+from exporter.webconfig import load_web_config
 
 ENV_PREFIX = "CCE_EXPORTER_"
 DEFAULT_PORT = 9849
@@ -105,6 +106,17 @@ class Settings(BaseSettings):
 
     auth_token: SecretStr | None = None
     auth_token_file: SecretFile = None
+    access_key: SecretStr | None = None
+    access_key_file: SecretFile = None
+    secret_key: SecretStr | None = None
+    secret_key_file: SecretFile = None
+    security_token: SecretStr | None = None
+    security_token_file: SecretFile = None
+    iam_endpoint: str | None = None
+    iam_domain: str | None = None
+    iam_username: str | None = None
+    iam_password: SecretStr | None = None
+    iam_password_file: SecretFile = None
 
     poll_interval: float = Field(default=30.0, gt=0)
     poll_concurrency: int = Field(default=16, ge=1, le=1000)
@@ -113,6 +125,7 @@ class Settings(BaseSettings):
     finished_retention: float = Field(default=3600.0, ge=0)
 
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
+    web_config_file: Path | None = None
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.TEXT
 
@@ -139,7 +152,7 @@ class Settings(BaseSettings):
             check_id(job_id)
         return tuple(dict.fromkeys(value))  # one watch per ID, first order kept
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "iam_endpoint")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
         if value is None:
@@ -147,6 +160,9 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             msg = f"{value!r} is not an http(s) URL like 'https://cce.cn-north-4.myhuaweicloud.com'"
+            raise ValueError(msg)
+        if parts.username is not None or parts.password is not None:
+            msg = "the URL takes no user or password; credentials have settings of their own"
             raise ValueError(msg)
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             msg = "plain http:// is refused for a host that is not a loopback address; use https://"
@@ -160,6 +176,21 @@ class Settings(BaseSettings):
     @classmethod
     def _check_listen(cls, value: str) -> str:
         split_host_port(value)
+        return value
+
+    @field_validator("iam_domain", "iam_username")
+    @classmethod
+    def _check_iam_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            msg = "must be a non-empty name without control characters"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("web_config_file")
+    @classmethod
+    def _check_web_config(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_web_config(value)  # WebConfigError is a ValueError: reported on this setting
         return value
 
     @field_validator("ca_bundle")
@@ -182,10 +213,35 @@ class Settings(BaseSettings):
         """Take only the values given: `load_settings` reads and merges the sources."""
         return (init_settings,)
 
+    def secret(self, name: str) -> SecretStr | None:
+        """Return a secret setting's value, given directly or by its `*_file` form."""
+        value = getattr(self, name) or getattr(self, f"{name}_file")
+        assert value is None or isinstance(value, SecretStr)  # noqa: S101 - a secret's type
+        return value
+
     @property
     def token(self) -> SecretStr | None:
         """The static token, from `auth_token` or `auth_token_file`."""
-        return self.auth_token or self.auth_token_file
+        return self.secret("auth_token")
+
+    @property
+    def auth_method(self) -> str | None:
+        """Which way of authenticating is configured: token, aksk, iam (first one set)."""
+        for method, names in AUTH_METHODS.items():
+            if any(getattr(self, name) is not None for name in names):
+                return method
+        return None
+
+    @property
+    def iam_token_endpoint(self) -> str:
+        """The IAM base URL: `iam_endpoint`, or the one derived from `region`."""
+        if self.iam_endpoint:
+            return self.iam_endpoint
+        if self.region is None:  # excluded by check_settings
+            msg = "neither iam_endpoint nor region is set"
+            raise RuntimeError(msg)
+        domain = "myhuaweicloud.eu" if self.region.startswith("eu-") else "myhuaweicloud.com"
+        return f"https://iam.{self.region}.{domain}"
 
     @property
     def cce_endpoint(self) -> str:
@@ -198,6 +254,21 @@ class Settings(BaseSettings):
         domain = "myhuaweicloud.eu" if self.region.startswith("eu-") else "myhuaweicloud.com"
         return f"https://cce.{self.region}.{domain}"
 
+
+# The settings of each way of authenticating; exactly one way may be used.
+AUTH_METHODS: Mapping[str, tuple[str, ...]] = {
+    "token": ("auth_token", "auth_token_file"),
+    "aksk": (
+        "access_key",
+        "access_key_file",
+        "secret_key",
+        "secret_key_file",
+        "security_token",
+        "security_token_file",
+    ),
+    "iam": ("iam_endpoint", "iam_domain", "iam_username", "iam_password", "iam_password_file"),
+}
+_METHOD_NAMES = {"token": "token", "aksk": "AK/SK", "iam": "IAM"}
 
 SECRET_FIELDS = frozenset(
     name for name, field in Settings.model_fields.items() if "SecretStr" in repr(field.annotation)
@@ -296,21 +367,71 @@ def _validation_problems(exc: ValidationError, sources: _Sources) -> list[Proble
     return problems
 
 
+def _auth_problems(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
+    """Exactly one way of authenticating, each complete, each secret given once."""
+    problems = [
+        (f"{name}_file", f"set {name} or {name}_file, not both")
+        for name in sorted(SECRET_FIELDS)
+        if f"{name}_file" in SECRET_FIELDS
+        and getattr(settings, name) is not None
+        and getattr(settings, f"{name}_file") is not None
+    ]
+    used = {
+        method: [name for name in names if getattr(settings, name) is not None]
+        for method, names in AUTH_METHODS.items()
+    }
+    used = {method: names for method, names in used.items() if names}
+    if len(used) > 1:
+        found = " and ".join(f"{_METHOD_NAMES[m]} ({', '.join(n)})" for m, n in used.items())
+        first = next(iter(used.values()))[0]
+        problems.append(
+            (first, f"configure exactly one way of authenticating, not several: found {found}")
+        )
+        return problems
+    if not demo:
+        problems += _method_problems(settings, next(iter(used), None))
+    return problems
+
+
+def _method_problems(settings: Settings, method: str | None) -> list[tuple[str, str]]:
+    """List the settings missing from the way of authenticating chosen (or from any)."""
+    problems: list[tuple[str, str]] = []
+    if method is None:
+        problems.append(
+            (
+                "auth_token",
+                "no authentication configured: set access_key and secret_key (AK/SK), "
+                "iam_domain, iam_username and iam_password (IAM), or auth_token",
+            )
+        )
+    elif method == "aksk":
+        for name in ("access_key", "secret_key"):
+            if settings.secret(name) is None:
+                problems.append((name, f"AK/SK signing needs {name} (or {name}_file)"))
+    elif method == "iam":
+        for name in ("iam_domain", "iam_username"):
+            if getattr(settings, name) is None:
+                problems.append((name, f"IAM authentication needs {name}"))
+        if settings.secret("iam_password") is None:
+            problems.append(
+                ("iam_password", "IAM authentication needs iam_password (or iam_password_file)")
+            )
+        if not settings.iam_endpoint and not settings.region:
+            problems.append(("iam_endpoint", "set iam_endpoint, or region to derive it from"))
+    return problems
+
+
 def check_settings(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
     """Rules across settings, as (setting, message) pairs; empty when all hold."""
-    problems: list[tuple[str, str]] = []
+    problems = _auth_problems(settings, demo=demo)
+    if settings.insecure_skip_verify and settings.ca_bundle is not None:
+        problems.append(("ca_bundle", "has no effect with insecure_skip_verify; set one of them"))
     if demo:
         return problems
     if not settings.project_id:
         problems.append(("project_id", "required: the project whose jobs are watched"))
     if not settings.endpoint and not settings.region:
         problems.append(("endpoint", "set endpoint, or region to derive it from"))
-    if settings.auth_token and settings.auth_token_file:
-        problems.append(("auth_token_file", "set auth_token or auth_token_file, not both"))
-    if settings.token is None:
-        problems.append(
-            ("auth_token", "no authentication configured: set auth_token (or auth_token_file)")
-        )
     return problems
 
 

@@ -1,7 +1,7 @@
 """The exporter's own metrics, in a private prometheus-client registry."""
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 from prometheus_client import (
@@ -9,11 +9,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Metric,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 
@@ -87,3 +90,28 @@ class Instruments:
             registry=r,
         )
         self.shard_info.labels(str(shard_index), str(shard_count)).set(1)
+        self.token_expiry = UnsetGauge(
+            "cce_exporter_token_expiry_timestamp_seconds",
+            "When the IAM token in use expires (IAM authentication only).",
+        )
+        r.register(self.token_expiry)
+
+
+class UnsetGauge(Collector):
+    """A gauge without labels that has no sample until it is first set."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._value: float | None = None
+
+    def set(self, value: float) -> None:
+        """Set the value."""
+        self._value = value
+
+    def collect(self) -> Iterable[Metric]:
+        """Yield the family, with its sample once set."""
+        family = GaugeMetricFamily(self._name, self._documentation)
+        if self._value is not None:
+            family.add_metric([], self._value)
+        yield family

@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from exporter.authgate import AUTH_KINDS
 from exporter.errors import ApiError
 from exporter.instruments import Instruments
 from exporter.logs import event
@@ -223,7 +224,9 @@ class Scheduler:
         if before is None:
             return
         self._store.put(before.failed(exc.kind, str(exc)))
-        if before.last_error_kind != exc.kind or not before.failing:
+        # Refused credentials fail every job alike; the auth gate logs them once.
+        quiet = exc.kind in AUTH_KINDS
+        if (before.last_error_kind != exc.kind or not before.failing) and not quiet:
             event(
                 log,
                 logging.WARNING,

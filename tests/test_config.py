@@ -84,8 +84,8 @@ def test_every_problem_is_reported_with_its_source(
         "request_timeout (flag --request-timeout): Input should be a valid number",
         "log_level (flag --log-level): Input should be 'debug', 'info', 'warning' or 'error'",
         f"bogus_key (config file {config}): unknown setting",
-        "endpoint (default): set endpoint, or region",
         "auth_token (default): no authentication configured",
+        "endpoint (default): set endpoint, or region",
     ]
     assert len(problems) == len(expected_starts)
     for problem, start in zip(problems, expected_starts, strict=True):

@@ -1,0 +1,280 @@
+"""TLS and basic auth for the HTTP server, from a Prometheus exporter-toolkit `web-config.yml`.
+
+The file format is the one every Prometheus exporter reads, so operators
+reuse what they have:
+
+    tls_server_config:
+      cert_file: server.crt
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert   # mutual TLS
+      client_ca_file: clients-ca.crt
+      min_version: TLS12
+    basic_auth_users:
+      prometheus: $2y$10$...                          # bcrypt hash
+
+Options that would restrict clients further but cannot be honoured here are
+refused rather than ignored. Relative paths are relative to the file.
+"""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from exporter.logs import event
+
+log = logging.getLogger(__name__)
+
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+# Client-auth types that accept certificates without verifying them: Python's
+# ssl module cannot ask for a certificate without verifying it.
+_UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
+_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_OLD_VERSIONS = ("TLS10", "TLS11")
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version"}
+_TLS_KEYS |= {"max_version", "prefer_server_cipher_suites"}
+# Options of the format that restrict who may connect: refused, never ignored.
+_UNSUPPORTED = {"cipher_suites", "curve_preferences", "client_allowed_sans", "cert", "key"}
+_TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
+_REALM = 'Basic realm="cce-job-exporter", charset="UTF-8"'
+
+
+class WebConfigError(ValueError):
+    """The web config file cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """What the server needs: a TLS context (or none) and the basic-auth users (or none)."""
+
+    path: Path
+    ssl_context: ssl.SSLContext | None
+    users: Mapping[str, bytes] = field(default_factory=dict)
+    client_auth: str = "NoClientCert"
+
+    def __repr__(self) -> str:
+        return (
+            f"WebConfig(path={self.path}, tls={self.ssl_context is not None}, "
+            f"client_auth={self.client_auth}, users={sorted(self.users)})"
+        )
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        msg = f"{where} must be a mapping"
+        raise WebConfigError(msg)
+    return value
+
+
+def _file(base: Path, tls: Mapping[str, Any], key: str) -> Path | None:
+    value = tls.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        msg = f"tls_server_config.{key} must be a file path"
+        raise WebConfigError(msg)
+    path = base / value
+    if not path.is_file():
+        msg = f"tls_server_config.{key}: {path} is not a readable file"
+        raise WebConfigError(msg)
+    return path
+
+
+def _version(tls: Mapping[str, Any], key: str) -> ssl.TLSVersion | None:
+    value = tls.get(key)
+    if value in (None, ""):
+        return None
+    if value in _OLD_VERSIONS:
+        msg = f"tls_server_config.{key}: {value} is refused; TLS 1.2 is the oldest allowed"
+        raise WebConfigError(msg)
+    if value not in _VERSIONS:
+        msg = f"tls_server_config.{key}: {value!r} is not one of {', '.join(_VERSIONS)}"
+        raise WebConfigError(msg)
+    return _VERSIONS[value]
+
+
+def _tls_context(base: Path, tls: Mapping[str, Any]) -> tuple[ssl.SSLContext, str]:
+    for option in sorted(tls.keys() - _TLS_KEYS):
+        why = "not supported by this exporter" if option in _UNSUPPORTED else "unknown option"
+        msg = f"tls_server_config.{option}: {why}; remove it"
+        raise WebConfigError(msg)
+    cert, key = _file(base, tls, "cert_file"), _file(base, tls, "key_file")
+    if cert is None or key is None:
+        msg = "tls_server_config needs both cert_file and key_file"
+        raise WebConfigError(msg)
+    client_ca = _file(base, tls, "client_ca_file")
+    client_auth = tls.get("client_auth_type") or (
+        "RequireAndVerifyClientCert" if client_ca else "NoClientCert"
+    )
+    if client_auth in _UNVERIFIED_CLIENT_AUTH:
+        msg = (
+            f"tls_server_config.client_auth_type: {client_auth} (client certificates not "
+            "verified) is not supported; use VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+        )
+        raise WebConfigError(msg)
+    if client_auth not in _CLIENT_AUTH:
+        msg = f"tls_server_config.client_auth_type: {client_auth!r} is not one of " + ", ".join(
+            [*_CLIENT_AUTH, *_UNVERIFIED_CLIENT_AUTH]
+        )
+        raise WebConfigError(msg)
+    if _CLIENT_AUTH[client_auth] != ssl.CERT_NONE and client_ca is None:
+        msg = f"tls_server_config: client_auth_type {client_auth} needs client_ca_file"
+        raise WebConfigError(msg)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = _version(tls, "min_version") or ssl.TLSVersion.TLSv1_2
+    maximum = _version(tls, "max_version")
+    if maximum is not None:
+        if maximum < context.minimum_version:
+            msg = "tls_server_config: max_version is older than min_version"
+            raise WebConfigError(msg)
+        context.maximum_version = maximum
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca is not None:
+            context.load_verify_locations(cafile=str(client_ca))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        msg = f"tls_server_config: cannot load the certificate, key or client CA: {exc}"
+        raise WebConfigError(msg) from None
+    context.verify_mode = _CLIENT_AUTH[client_auth]
+    return context, client_auth
+
+
+def _users(value: object) -> dict[str, bytes]:
+    users: dict[str, bytes] = {}
+    for name, hashed in _mapping(value, "basic_auth_users").items():
+        if not isinstance(name, str) or not name or ":" in name:
+            msg = f"basic_auth_users: {name!r} is not a user name (non-empty, no ':')"
+            raise WebConfigError(msg)
+        # Never echo the hash: it is a secret too (it can be attacked offline).
+        if not isinstance(hashed, str) or not _is_bcrypt(hashed.encode()):
+            msg = f"basic_auth_users.{name}: the value is not a bcrypt hash ($2a$, $2b$ or $2y$)"
+            raise WebConfigError(msg)
+        users[name] = hashed.encode()
+    return users
+
+
+def _is_bcrypt(hashed: bytes) -> bool:
+    if len(hashed) != 60 or hashed[:4] not in (b"$2a$", b"$2b$", b"$2y$"):
+        return False
+    try:
+        bcrypt.checkpw(b"", hashed)
+    except ValueError:
+        return False
+    return True
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and check the file; raise WebConfigError saying what is wrong."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"cannot read {path}: {exc.strerror or exc}"
+        raise WebConfigError(msg) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        msg = f"{path} is not valid YAML: {exc}"
+        raise WebConfigError(msg) from None
+    top = _mapping(data, str(path))
+    for key in sorted(top.keys() - _TOP_KEYS):
+        msg = f"{key}: unknown option of a web config file"
+        raise WebConfigError(msg)
+    for key in sorted(_mapping(top.get("http_server_config"), "http_server_config")):
+        if key != "http2":
+            msg = f"http_server_config.{key}: not supported by this exporter; remove it"
+            raise WebConfigError(msg)
+    tls = _mapping(top.get("tls_server_config"), "tls_server_config")
+    context, client_auth = _tls_context(path.parent, tls) if tls else (None, "NoClientCert")
+    return WebConfig(path, context, _users(top.get("basic_auth_users")), client_auth)
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` against bcrypt hashes, remembering recent successes.
+
+    bcrypt is slow on purpose, so a scrape every few seconds would cost a core;
+    a success is remembered as a keyed hash of the credentials (as the
+    exporter-toolkit does). Unknown users cost a bcrypt check too, so timing
+    does not tell which users exist.
+    """
+
+    def __init__(self, users: Mapping[str, bytes]) -> None:
+        self._users = dict(users)
+        self._key = secrets.token_bytes(32)
+        self._known: set[bytes] = set()
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=10))
+
+    def __repr__(self) -> str:
+        return f"BasicAuth(users={sorted(self._users)})"
+
+    async def check(self, header: str) -> bool:
+        """Tell whether an `Authorization` header holds a user's right password."""
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = (
+                base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        if not sep:
+            return False
+        digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+        if digest in self._known:
+            return True
+        hashed = self._users.get(user)
+        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or self._dummy)
+        if ok and hashed is not None:
+            self._known.add(digest)
+            return True
+        return False
+
+
+def basic_auth_middleware(auth: BasicAuth) -> Middleware:
+    """Answer 401 to every request without a user's right credentials."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if await auth.check(request.headers.get("Authorization", "")):
+            return await handler(request)
+        event(log, logging.DEBUG, "basic_auth_refused", path=request.path, remote=request.remote)
+        return web.Response(
+            status=401, text="401 Unauthorized\n", headers={"WWW-Authenticate": _REALM}
+        )
+
+    return middleware
+
+
+def secure(app: web.Application, config: WebConfig | None) -> ssl.SSLContext | None:
+    """Put basic auth in front of every route of `app`; return the server's TLS context."""
+    if config is None:
+        return None
+    if config.users:
+        app.middlewares.insert(0, basic_auth_middleware(BasicAuth(config.users)))
+    event(
+        log,
+        logging.INFO,
+        "web_config_loaded",
+        path=str(config.path),
+        tls=config.ssl_context is not None,
+        client_auth=config.client_auth,
+        basic_auth_users=len(config.users),
+    )
+    return config.ssl_context

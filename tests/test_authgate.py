@@ -1,0 +1,123 @@
+import asyncio
+import logging
+
+import pytest
+
+from exporter.authgate import AuthGate, backoff_delays
+from exporter.errors import ApiError, ErrorKind
+
+HINTS = {ErrorKind.UNAUTHORIZED: "check the keys", ErrorKind.FORBIDDEN: "grant cce:job:get"}
+
+
+class Clock:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        """Tell the time."""
+        return self.now
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    """Delays after refusals in a row double from the base and stop at the cap."""
+    delay = backoff_delays(10, 300)
+    assert [delay(n) for n in (1, 2, 3, 4, 5, 6, 7)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+async def test_only_one_request_at_a_time_until_the_credentials_work() -> None:
+    """At start-up one probe goes alone; once it succeeds, requests are no longer serialised."""
+    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    probe = await gate.admit()
+    waiter = asyncio.create_task(gate.admit())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    probe.settle(200)
+    second = await asyncio.wait_for(waiter, 1)
+    third = await gate.admit()  # trusted now: no waiting on the second
+    second.settle(200)
+    third.settle(200)
+    assert not gate.failing
+
+
+async def test_refusal_backs_off_without_touching_the_network(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a 401, requests fail at once as unauthorized until the backoff has passed."""
+    clock = Clock()
+    gate = AuthGate("CCE API", HINTS, base_delay=10, clock=clock)
+    caplog.set_level(logging.DEBUG, logger="exporter.authgate")
+    (await gate.admit()).settle(401, "APIG.0301: Incorrect IAM authentication information")
+    for _ in range(20):
+        with pytest.raises(ApiError) as caught:
+            await gate.admit()
+        assert caught.value.kind is ErrorKind.UNAUTHORIZED
+        assert "next try in 10 s" in str(caught.value)
+    clock.now += 10
+    (await gate.admit()).settle(401, "APIG.0301: Incorrect IAM authentication information")
+    clock.now += 19
+    with pytest.raises(ApiError):
+        await gate.admit()
+    clock.now += 1
+    ticket = await gate.admit()
+    assert gate.failures == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in errors] == ["authentication_failed"]
+    fields = errors[0].fields  # type: ignore[attr-defined]
+    assert fields["hint"] == "check the keys"
+    assert fields["status"] == 401
+    ticket.settle(200)
+    assert not gate.failing
+    assert "authentication_recovered" in [r.getMessage() for r in caplog.records]
+
+
+async def test_waiters_behind_a_refused_probe_fail_without_sending() -> None:
+    """Requests queued behind the probe are refused when the probe is refused."""
+    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    probe = await gate.admit()
+    waiters = [asyncio.create_task(gate.admit()) for _ in range(5)]
+    await asyncio.sleep(0)
+    probe.settle(403, "CCE.01403001: Forbidden")
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, ApiError) and r.kind is ErrorKind.FORBIDDEN for r in results)
+
+
+async def test_inconclusive_answers_release_the_probe() -> None:
+    """A timeout or a 500 says nothing of the credentials: the next request may probe."""
+    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    (await gate.admit()).settle(None)
+    (await gate.admit()).settle(503)
+    (await gate.admit()).settle(429)
+    assert not gate.failing
+    ticket = await asyncio.wait_for(gate.admit(), 1)
+    ticket.settle(404)  # the job is unknown, but the credentials were accepted
+    assert not gate.failing
+
+
+async def test_retry_now_skips_the_backoff_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A refusal after which the credentials were renewed may be retried at once, unlogged."""
+    gate = AuthGate("IAM", HINTS, clock=Clock())
+    (await gate.admit()).settle(401, "expired", retry_now=True)
+    ticket = await gate.admit()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    ticket.settle(401, "still refused")
+    with pytest.raises(ApiError):
+        await gate.admit()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "authentication_failed"
+    ]
+
+
+async def test_cancelled_waiter_does_not_hold_the_probe() -> None:
+    """A request cancelled while waiting for the probe leaves the gate usable."""
+    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    probe = await gate.admit()
+    waiter = asyncio.create_task(gate.admit())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    probe.settle(None)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    (await asyncio.wait_for(gate.admit(), 1)).settle(200)
+    assert not gate.failing

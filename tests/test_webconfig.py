@@ -1,0 +1,221 @@
+import base64
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import bcrypt
+import pytest
+import trustme
+from aiohttp import web
+
+from exporter.exposition import Renderer
+from exporter.instruments import Instruments
+from exporter.state import JobStore
+from exporter.web import WebContext, create_app
+from exporter.webconfig import WebConfigError, load_web_config, secure
+
+PASSWORD = "scrape-password"
+# Cost 4 keeps the tests quick; the server accepts any cost.
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> Path:
+    """The server's certificate and key, and the CA for client certificates, in tmp_path."""
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "clients-ca.crt"))
+    return tmp_path
+
+
+def _write(path: Path, text: str) -> Path:
+    config = path / "web.yml"
+    config.write_text(text)
+    return config
+
+
+async def _serve(config: Path) -> tuple[web.AppRunner, int]:
+    instruments = Instruments()
+    app = create_app(WebContext(JobStore(), Renderer("p", instruments.registry), lambda: True))
+    context = secure(app, load_web_config(config))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+@pytest.fixture
+async def server(tls_files: Path) -> AsyncIterator[int]:
+    """An HTTPS server with basic auth, on an ephemeral loopback port."""
+    config = _write(
+        tls_files,
+        f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: {HASH}\n",
+    )
+    runner, port = await _serve(config)
+    yield port
+    await runner.cleanup()
+
+
+def _client_context(ca: trustme.CA, cert: trustme.LeafCert | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    if cert is not None:
+        cert.configure_cert(context)
+    return context
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/", "/healthz", "/readyz"])
+@pytest.mark.parametrize(
+    ("auth", "status"),
+    [
+        (None, 401),
+        (("prometheus", "wrong"), 401),
+        (("nobody", PASSWORD), 401),
+        (("prometheus", PASSWORD), 200),
+        (("prometheus", PASSWORD + "x"), 401),
+    ],
+)
+async def test_every_endpoint_needs_the_right_credentials_over_tls(
+    server: int, ca: trustme.CA, path: str, auth: tuple[str, str] | None, status: int
+) -> None:
+    """Over HTTPS, every endpoint answers 401 without or with wrong credentials, 200 with them."""
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"https://127.0.0.1:{server}{path}", headers=headers, ssl=_client_context(ca)
+        ) as response,
+    ):
+        assert response.status == status
+        if status == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+async def test_plain_http_to_the_tls_port_fails(server: int) -> None:
+    """The server does not answer plain HTTP."""
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(f"http://127.0.0.1:{server}/metrics"):
+                pass
+
+
+def test_tls_1_2_is_the_oldest_version_served(tls_files: Path) -> None:
+    """Without min_version the server still refuses anything older than TLS 1.2."""
+    config = load_web_config(
+        _write(tls_files, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    )
+    assert config.ssl_context is not None
+    assert config.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+async def test_a_tls_1_2_client_is_served(server: int, ca: trustme.CA) -> None:
+    """A client limited to TLS 1.2 completes the handshake (and meets basic auth)."""
+    context = _client_context(ca)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"https://127.0.0.1:{server}/healthz", ssl=context) as response,
+    ):
+        assert response.status == 401
+
+
+async def test_mutual_tls_requires_a_client_certificate(tls_files: Path, ca: trustme.CA) -> None:
+    """With RequireAndVerifyClientCert, a client without a certificate from the CA is refused."""
+    config = _write(
+        tls_files,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients-ca.crt\n",
+    )
+    runner, port = await _serve(config)
+    url = f"https://127.0.0.1:{port}/metrics"
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(url, ssl=_client_context(ca)) as response:
+                    await response.read()
+            stranger = trustme.CA().issue_cert("prometheus@example.com")
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(url, ssl=_client_context(ca, stranger)) as response:
+                    await response.read()
+            client = ca.issue_cert("prometheus@example.com")
+            async with session.get(url, ssl=_client_context(ca, client)) as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tls_server_config:\n  cert_file: server.crt\n", "needs both cert_file and key_file"),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: missing.key\n",
+            "missing.key is not a readable file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  min_version: TLS11\n",
+            "TLS11 is refused; TLS 1.2 is the oldest allowed",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            "needs client_ca_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  client_auth_type: RequireAnyClientCert\n",
+            "is not supported",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  client_allowed_sans: [a]\n",
+            "client_allowed_sans: not supported",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.key\n  key_file: server.crt\n",
+            "cannot load the certificate",
+        ),
+        ("basic_auth_users:\n  prometheus: secret\n", "is not a bcrypt hash"),
+        ("basic_auth_users: [a]\n", "must be a mapping"),
+        ("http_server_config:\n  headers: {}\n", "http_server_config.headers: not supported"),
+        ("tls_config: {}\n", "tls_config: unknown option"),
+        ("a: [\n", "is not valid YAML"),
+    ],
+)
+def test_bad_web_configs_say_what_is_wrong(tls_files: Path, text: str, message: str) -> None:
+    """Every unusable web config is refused with a message naming the option."""
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(_write(tls_files, text))
+    assert message in str(caught.value)
+    assert "secret" not in str(caught.value).replace("secret_", "")
+
+
+def test_web_config_accepts_the_toolkit_forms(tls_files: Path) -> None:
+    """$2y$ hashes, VerifyClientCertIfGiven and http2 from an existing file are accepted."""
+    hashed = "$2y$" + HASH[4:]
+    config = load_web_config(
+        _write(
+            tls_files,
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: clients-ca.crt\n"
+            f"  min_version: TLS13\nhttp_server_config:\n  http2: true\n"
+            f"basic_auth_users:\n  prometheus: '{hashed}'\n",
+        )
+    )
+    assert config.ssl_context is not None
+    assert config.ssl_context.verify_mode == ssl.CERT_OPTIONAL
+    assert config.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert hashed not in repr(config)
