@@ -66,9 +66,9 @@ class JobsFile:
         entries = parse_job_ids(text)
         # Only new entries are offered, so that an invalid line is counted once
         # and a job that expired after finishing is not watched again.
+        # Removed IDs go first, to make room for the new ones.
+        self._watchlist.release(Route.FILE, sorted(self._entries - set(entries)))
         outcome = self._watchlist.add(Route.FILE, [e for e in entries if e not in self._entries])
-        gone = self._entries - set(entries)
-        self._watchlist.release(Route.FILE, sorted(gone))
         # IDs refused for want of room are offered again at the next change.
         self._entries = set(entries) - set(outcome.refused)
         event(log, logging.INFO, "jobs_file_read", path=str(self._path), entries=len(entries))
