@@ -64,16 +64,19 @@ async def main() -> None:
     parser.add_argument("--subjobs", type=int, default=10)
     args = parser.parse_args()
     created = time.time() - 600
-    jobs: dict[str, dict[str, object]] = {}
+    marker = "UPDATED-AT"
+    bodies: dict[str, tuple[bytes, bytes]] = {}
 
     async def show_job(request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        job = jobs.get(job_id)
-        if job is None:
-            job = jobs[job_id] = running_job(job_id, args.subjobs, created)
+        parts = bodies.get(job_id)
+        if parts is None:
+            job = running_job(job_id, args.subjobs, created)
+            job["metadata"]["updateTimestamp"] = marker  # type: ignore[index]
+            head, _, tail = json.dumps(job).encode().partition(marker.encode())
+            parts = bodies[job_id] = (head, tail)
         # A running job moves on: its update time is new at every answer.
-        job["metadata"]["updateTimestamp"] = go_time(time.time())  # type: ignore[index]
-        body = json.dumps(job).encode()
+        body = parts[0] + go_time(time.time()).encode() + parts[1]
         await asyncio.sleep(args.latency)
         return web.Response(body=body, content_type="application/json")
 
