@@ -222,20 +222,26 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
     interval = settings.poll_interval
     if "poll_interval" not in settings.model_fields_set:
         interval = _DEMO_POLL_INTERVAL
-    demo_settings = settings.model_copy(
-        update={
-            "endpoint": f"http://127.0.0.1:{port}",
-            "project_id": DEMO_PROJECT_ID,
-            "auth_token": SecretStr(DEMO_TOKEN),
-            "auth_token_file": None,
-            "job_ids": tuple(job.job_id for job in cloud.jobs()),
-            "poll_interval": interval,
-        }
-    )
+    update: dict[str, Any] = {
+        "endpoint": f"http://127.0.0.1:{port}",
+        "project_id": DEMO_PROJECT_ID,
+        "auth_token": SecretStr(DEMO_TOKEN),
+        "auth_token_file": None,
+        "poll_interval": interval,
+    }
+    if settings.discover:
+        # The demo's job list finds the jobs: none is named.
+        if "discover_interval" not in settings.model_fields_set:
+            update["discover_interval"] = _DEMO_ARRIVAL_CHECK
+    else:
+        update["job_ids"] = tuple(job.job_id for job in cloud.jobs())
+    demo_settings = settings.model_copy(update=update)
     event(log, logging.INFO, "demo_api_started", endpoint=demo_settings.endpoint)
     try:
         return await run_service(
-            demo_settings, stop, lambda ex: [_follow_demo_arrivals(cloud, ex.scheduler)]
+            demo_settings,
+            stop,
+            None if settings.discover else lambda ex: [_follow_demo_arrivals(cloud, ex.scheduler)],
         )
     finally:
         await runner.cleanup()
