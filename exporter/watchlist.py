@@ -45,6 +45,16 @@ class Watcher(Protocol):
         ...
 
 
+class Verdict(StrEnum):
+    """What became of one offered ID: the name of its field in `Outcome`."""
+
+    ADDED = "added"
+    ALREADY_WATCHED = "already_watched"
+    OTHER_SHARD = "other_shard"
+    REFUSED = "refused"
+    INVALID = "invalid"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of the job IDs a route offered."""
@@ -99,30 +109,22 @@ class WatchList:
 
     def add(self, route: Route, job_ids: Iterable[str]) -> Outcome:
         """Watch the IDs a route names that pass the gate; say what became of each."""
-        added: list[str] = []
-        known: list[str] = []
-        other: list[str] = []
-        refused: list[str] = []
-        invalid: list[str] = []
+        sorted_ids: dict[Verdict, list[str]] = {verdict: [] for verdict in Verdict}
+        added = sorted_ids[Verdict.ADDED]
         for job_id in dict.fromkeys(job_ids):
-            verdict = self._admit(route, job_id, pending=len(added))
-            {"new": added, "known": known, "other": other, "full": refused, "bad": invalid}[
-                verdict
-            ].append(job_id)
+            sorted_ids[self._admit(route, job_id, pending=len(added))].append(job_id)
         if added:
             self._watcher.watch(added)
-        outcome = Outcome(tuple(added), tuple(known), tuple(other), tuple(refused), tuple(invalid))
+        outcome = Outcome(**{verdict.value: tuple(ids) for verdict, ids in sorted_ids.items()})
         self._report(route, outcome)
         return outcome
 
     def adopt(self, route: Route, state: JobState) -> Outcome:
         """Watch a job whose state a route already knows, unless it is watched already."""
         verdict = self._admit(route, state.job_id, pending=0)
-        if verdict == "new":
+        if verdict is Verdict.ADDED:
             self._watcher.adopt(state)
-        fields = {"new": "added", "known": "already_watched", "other": "other_shard"}
-        fields |= {"full": "refused", "bad": "invalid"}
-        outcome = Outcome(**{fields[verdict]: (state.job_id,)})
+        outcome = Outcome(**{verdict.value: (state.job_id,)})
         self._report(route, outcome)
         return outcome
 
@@ -147,22 +149,22 @@ class WatchList:
         self._named.pop(job_id, None)
         return self._watcher.unwatch(job_id)
 
-    def _admit(self, route: Route, job_id: str, *, pending: int) -> str:
-        """Decide on one ID: new, known, other (shard), full (max_jobs) or bad."""
+    def _admit(self, route: Route, job_id: str, *, pending: int) -> Verdict:
+        """Decide on one ID, `pending` others being about to be added."""
         if not isinstance(job_id, str) or not is_valid_id(job_id):
             self._instruments.rejected_jobs.labels("invalid_id").inc()
-            return "bad"
+            return Verdict.INVALID
         if not self._shard.owns(job_id):
-            return "other"
+            return Verdict.OTHER_SHARD
         if job_id in self._store:
             self._named.setdefault(job_id, set()).add(route)
-            return "known"
+            return Verdict.ALREADY_WATCHED
         if len(self._store) + pending >= self._max_jobs:
             self._instruments.rejected_jobs.labels("max_jobs").inc()
-            return "full"
+            return Verdict.REFUSED
         self._prune()
         self._named[job_id] = {route}
-        return "new"
+        return Verdict.ADDED
 
     def _prune(self) -> None:
         """Forget the routes of jobs that left the store, once they outnumber the rest."""
