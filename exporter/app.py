@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import ssl
 import sys
@@ -14,19 +15,23 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter import __version__
+from exporter import __version__, adminapi
 from exporter.auth import Authenticator, TokenAuth
 from exporter.client import CCEClient
 from exporter.config import AUTH_METHODS, Settings, split_host_port
 from exporter.demo import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app
+from exporter.discovery import Discovery, DiscoverySettings
 from exporter.exposition import Renderer
 from exporter.iam import IamAuth
 from exporter.instruments import Instruments
+from exporter.jobsfile import JobsFile
 from exporter.logs import event
 from exporter.ratelimit import RateLimiter
 from exporter.scheduler import PollSettings, Scheduler
+from exporter.sharding import Shard
 from exporter.signing import AkSkAuth
 from exporter.state import JobStore
+from exporter.watchlist import Route, WatchList
 from exporter.web import WebContext, create_app
 from exporter.webconfig import load_web_config, secure
 
@@ -47,6 +52,18 @@ class Exporter:
     store: JobStore
     scheduler: Scheduler
     renderer: Renderer
+    watchlist: WatchList
+    jobs_file: JobsFile | None = None
+    discovery: Discovery | None = None
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        """Return the loops that feed the watch list beside the poll loop."""
+        loops = []
+        if self.jobs_file is not None:
+            loops.append(self.jobs_file.run())
+        if self.discovery is not None:
+            loops.append(self.discovery.run())
+        return loops
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | bool:
@@ -100,7 +117,8 @@ def make_auth(
 @contextlib.asynccontextmanager
 async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
     """Build the exporter: one HTTP session for its whole life, closed at the end."""
-    instruments = Instruments()
+    shard = Shard(settings.shard, settings.shard_count)
+    instruments = Instruments(shard_index=shard.index, shard_count=shard.count)
     connector = aiohttp.TCPConnector(limit=settings.poll_concurrency, ssl=ssl_context(settings))
     async with aiohttp.ClientSession(connector=connector) as session:
         limiter = RateLimiter(settings.rate_limit)
@@ -126,10 +144,40 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 jitter=min(1.0, settings.poll_interval / 10),
             ),
         )
-        scheduler.watch(settings.job_ids)
+        watchlist = WatchList(
+            scheduler, store, instruments, shard=shard, max_jobs=settings.max_jobs
+        )
+        watchlist.add(Route.SETTINGS, settings.job_ids)
+        jobs_file = None
+        if settings.job_ids_file is not None:
+            jobs_file = JobsFile(settings.job_ids_file, watchlist)
+            jobs_file.check()
+        discovery = None
+        if settings.discover:
+            job_types = settings.discover_job_types
+            discovery = Discovery(
+                client,
+                watchlist,
+                instruments,
+                DiscoverySettings(
+                    project_id=project_id,
+                    interval=settings.discover_interval,
+                    max_age=settings.discover_max_age,
+                    job_types=re.compile(job_types) if job_types is not None else None,
+                    finished_retention=settings.finished_retention,
+                ),
+            )
+        event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
         try:
             yield Exporter(
-                settings, instruments, store, scheduler, Renderer(project_id, instruments.registry)
+                settings,
+                instruments,
+                store,
+                scheduler,
+                Renderer(project_id, instruments.registry),
+                watchlist,
+                jobs_file,
+                discovery,
             )
         finally:
             await scheduler.stop()
@@ -138,8 +186,15 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
 async def run_once(settings: Settings) -> int:
     """Poll every watched job once and print the exposition; 0 if every poll succeeded."""
     async with exporter(settings) as ex:
-        if not settings.job_ids:
-            event(log, logging.WARNING, "no_jobs", hint="set job_ids to choose the jobs to poll")
+        if ex.discovery is not None:
+            await ex.discovery.refresh()
+        if not ex.store:
+            event(
+                log,
+                logging.WARNING,
+                "no_jobs",
+                hint="set job_ids, job_ids_file or discover to choose the jobs to poll",
+            )
         await ex.scheduler.poll_due(jitter=False)
         sys.stdout.buffer.write(ex.renderer.render(ex.store))
         sys.stdout.flush()
@@ -152,6 +207,7 @@ async def _serve_http(ex: Exporter) -> web.AppRunner:
     )
     web_config = ex.settings.web_config_file
     server_tls = secure(app, load_web_config(web_config) if web_config else None)
+    adminapi.register(app, adminapi.AdminContext(ex.watchlist, ex.settings.admin_secret))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(ex.settings.listen_address)
@@ -173,7 +229,7 @@ async def run_service(
     """
     async with exporter(settings) as ex:
         runner = await _serve_http(ex)
-        coros = [ex.scheduler.run(), *(companions(ex) if companions else [])]
+        coros = [ex.scheduler.run(), *ex.background(), *(companions(ex) if companions else [])]
         tasks = [asyncio.create_task(coro) for coro in coros]
         event(
             log,
@@ -206,20 +262,27 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
     interval = settings.poll_interval
     if "poll_interval" not in settings.model_fields_set:
         interval = _DEMO_POLL_INTERVAL
-    demo_settings = settings.model_copy(
-        update={
-            "endpoint": f"http://127.0.0.1:{port}",
-            "project_id": DEMO_PROJECT_ID,
-            **dict.fromkeys(name for names in AUTH_METHODS.values() for name in names),
-            "auth_token": SecretStr(DEMO_TOKEN),
-            "job_ids": tuple(job.job_id for job in cloud.jobs()),
-            "poll_interval": interval,
-        }
-    )
+    update: dict[str, Any] = {
+        "endpoint": f"http://127.0.0.1:{port}",
+        "project_id": DEMO_PROJECT_ID,
+        # The demo's own token replaces whatever credentials were configured.
+        **dict.fromkeys(name for names in AUTH_METHODS.values() for name in names),
+        "auth_token": SecretStr(DEMO_TOKEN),
+        "poll_interval": interval,
+    }
+    if settings.discover:
+        # The demo's job list finds the jobs: none is named.
+        if "discover_interval" not in settings.model_fields_set:
+            update["discover_interval"] = _DEMO_ARRIVAL_CHECK
+    else:
+        update["job_ids"] = tuple(job.job_id for job in cloud.jobs())
+    demo_settings = settings.model_copy(update=update)
     event(log, logging.INFO, "demo_api_started", endpoint=demo_settings.endpoint)
     try:
         return await run_service(
-            demo_settings, stop, lambda ex: [_follow_demo_arrivals(cloud, ex.scheduler)]
+            demo_settings,
+            stop,
+            None if settings.discover else lambda ex: [_follow_demo_arrivals(cloud, ex.scheduler)],
         )
     finally:
         await runner.cleanup()

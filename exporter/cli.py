@@ -29,6 +29,14 @@ _HELP = {
     "log_format": "text or json",
     "ca_bundle": "CA certificates to trust for the CCE endpoint",
     "insecure_skip_verify": "do not verify the CCE endpoint's TLS certificate",
+    "discover": "also watch the jobs that the project's job list shows",
+    "discover_interval": "seconds between two reads of the job list",
+    "discover_max_age": "pick up only jobs created within this many seconds",
+    "discover_job_types": "regular expression a job's type must match to be picked up",
+    "job_ids_file": "file of job IDs to watch, one a line; re-read when it changes",
+    "max_jobs": "most jobs watched at once",
+    "shard_count": "number of exporters sharing the jobs",
+    "shard_index": "this exporter's share, 0..shard_count-1, or auto (from the host name)",
 }
 
 
@@ -55,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check-config", action="store_true", help="validate the settings and exit")
     settings = parser.add_argument_group("settings")
     for name, field in Settings.model_fields.items():
-        if name in SECRET_FIELDS or name.endswith("_file"):
+        if name in SECRET_FIELDS:
             continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{_HELP.get(name, name)} (env {env_name(name)})"

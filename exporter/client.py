@@ -21,10 +21,13 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.ids import check_id
 from exporter.instruments import Instruments
 from exporter.model import InvalidJobError, JobTree, flatten
+from exporter.model_v2 import ListedJob, read_listing
 from exporter.ratelimit import RateLimiter, Sleep
 
 # No real job is anywhere near this; a body past it is refused unread.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# The job list holds every job the project still keeps, sub-jobs included.
+MAX_LIST_BODY_BYTES = 256 * 1024 * 1024
 _DETAIL_CHARS = 200
 
 
@@ -162,7 +165,34 @@ class CCEClient:
                 request_id=answer.request_id,
             ) from None
 
-    async def _get(self, url: URL, operation: str) -> _Answer:
+    def jobs_url(self, project_id: str) -> URL:
+        """Build the URL of the project's v2 job list; the ID is checked and encoded."""
+        project = quote(check_id(project_id), safe="")
+        path = f"{self._endpoint.path.rstrip('/')}/api/v2/projects/{project}/jobs"
+        return self._endpoint.with_path(path, encoded=True)
+
+    async def list_jobs(self, project_id: str) -> list[ListedJob]:
+        """Read the project's job list (v2); raise ApiError on any failure."""
+        answer = await self._get(
+            self.jobs_url(project_id), "list_jobs", max_bytes=MAX_LIST_BODY_BYTES
+        )
+        try:
+            return read_listing(json.loads(answer.body))
+        except (ValueError, RecursionError) as exc:  # InvalidJobError is a ValueError
+            if isinstance(exc, InvalidJobError):
+                reason = str(exc)
+            elif isinstance(exc, RecursionError):
+                reason = "body is not JSON: nested too deeply"
+            else:
+                reason = f"body is not JSON: {exc}"
+            raise ApiError(
+                ErrorKind.INVALID_RESPONSE,
+                reason,
+                status=answer.status,
+                request_id=answer.request_id,
+            ) from None
+
+    async def _get(self, url: URL, operation: str, *, max_bytes: int = MAX_BODY_BYTES) -> _Answer:
         """GET `url`, trying again after transient failures as the policy says."""
         policy = self._retry
 
@@ -187,11 +217,11 @@ class CCEClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._get_once(url, operation)
+                return await self._get_once(url, operation, max_bytes)
         msg = "unreachable: tenacity re-raises the last failure"
         raise AssertionError(msg)
 
-    async def _get_once(self, url: URL, operation: str) -> _Answer:
+    async def _get_once(self, url: URL, operation: str, max_bytes: int) -> _Answer:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"cce-job-exporter/{__version__}",
@@ -210,7 +240,7 @@ class CCEClient:
         try:
             async with self._session.get(url, headers=headers, timeout=self._timeout) as response:
                 code = str(response.status)
-                body = await _read_capped(response)
+                body = await _read_capped(response, max_bytes)
                 request_id = response.headers.get("X-Request-Id")
                 retry_after_header = response.headers.get("Retry-After")
         except TimeoutError:
@@ -252,17 +282,17 @@ class _BodyTooLargeError(aiohttp.ClientError):
     """The answer is larger than MAX_BODY_BYTES."""
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    """Read the body, refusing one larger than MAX_BODY_BYTES."""
-    if (response.content_length or 0) > MAX_BODY_BYTES:
-        msg = f"body of {response.content_length} bytes is over the {MAX_BODY_BYTES} byte cap"
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """Read the body, refusing one larger than `max_bytes`."""
+    if (response.content_length or 0) > max_bytes:
+        msg = f"body of {response.content_length} bytes is over the {max_bytes} byte cap"
         raise _BodyTooLargeError(msg)
     chunks = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            msg = f"body is over the {MAX_BODY_BYTES} byte cap"
+        if size > max_bytes:
+            msg = f"body is over the {max_bytes} byte cap"
             raise _BodyTooLargeError(msg)
         chunks.append(chunk)
     return b"".join(chunks)

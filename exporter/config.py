@@ -8,11 +8,12 @@ every problem into a `ConfigError` naming the setting and where it came from.
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,6 +34,7 @@ from pydantic_settings import (
 )
 
 from exporter.ids import check_id
+from exporter.sharding import index_from_hostname
 from exporter.webconfig import load_web_config
 
 ENV_PREFIX = "CCE_EXPORTER_"
@@ -132,6 +134,18 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = None
     insecure_skip_verify: bool = False
 
+    # Finding jobs and sharing the work.
+    discover: bool = False
+    discover_interval: float = Field(default=60.0, gt=0)
+    discover_max_age: float = Field(default=86400.0, gt=0)
+    discover_job_types: str | None = None
+    job_ids_file: Path | None = None
+    admin_token: SecretStr | None = None
+    admin_token_file: SecretFile = None
+    max_jobs: int = Field(default=10000, ge=1)
+    shard_count: int = Field(default=1, ge=1, le=10000)
+    shard_index: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str | None) -> str | None:
@@ -171,6 +185,25 @@ class Settings(BaseSettings):
             msg = "the endpoint takes no query string or fragment"
             raise ValueError(msg)
         return value.rstrip("/")
+
+    @field_validator("discover_job_types")
+    @classmethod
+    def _check_job_types(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                msg = f"{value!r} is not a regular expression: {exc}"
+                raise ValueError(msg) from None
+        return value
+
+    @field_validator("job_ids_file")
+    @classmethod
+    def _check_job_ids_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            msg = f"{value} is not a readable file"
+            raise ValueError(msg)
+        return value
 
     @field_validator("listen_address")
     @classmethod
@@ -242,6 +275,18 @@ class Settings(BaseSettings):
             raise RuntimeError(msg)
         domain = "myhuaweicloud.eu" if self.region.startswith("eu-") else "myhuaweicloud.com"
         return f"https://iam.{self.region}.{domain}"
+
+    @property
+    def admin_secret(self) -> SecretStr | None:
+        """The job API's token, from `admin_token` or `admin_token_file`."""
+        return self.admin_token or self.admin_token_file
+
+    @property
+    def shard(self) -> int:
+        """This instance's shard index, with `auto` taken from the host name."""
+        if self.shard_index == "auto":
+            return index_from_hostname(socket.gethostname(), self.shard_count)
+        return self.shard_index
 
     @property
     def cce_endpoint(self) -> str:
@@ -426,12 +471,30 @@ def check_settings(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
     problems = _auth_problems(settings, demo=demo)
     if settings.insecure_skip_verify and settings.ca_bundle is not None:
         problems.append(("ca_bundle", "has no effect with insecure_skip_verify; set one of them"))
+    problems += _check_sharing(settings)
     if demo:
         return problems
     if not settings.project_id:
         problems.append(("project_id", "required: the project whose jobs are watched"))
     if not settings.endpoint and not settings.region:
         problems.append(("endpoint", "set endpoint, or region to derive it from"))
+    return problems
+
+
+def _check_sharing(settings: Settings) -> list[tuple[str, str]]:
+    """Rules of the settings that find jobs and share the work."""
+    problems: list[tuple[str, str]] = []
+    if settings.admin_token and settings.admin_token_file:
+        problems.append(("admin_token_file", "set admin_token or admin_token_file, not both"))
+    try:
+        index = settings.shard
+    except ValueError as exc:
+        problems.append(("shard_index", str(exc)))
+    else:
+        if index >= settings.shard_count:
+            problems.append(
+                ("shard_index", f"{index} is not below shard_count {settings.shard_count}")
+            )
     return problems
 
 

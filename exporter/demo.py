@@ -137,6 +137,28 @@ class DemoJob:
         }
 
 
+_V2_SPEC_KEYS = {
+    "clusterUID": "clusteruid",
+    "resourceID": "resourceid",
+    "resourceName": "resourcename",
+    "extendParam": "extendparam",
+    "subJobs": "subjobs",
+}
+
+
+def to_v2(job: dict[str, Any], completed: str | None = None) -> dict[str, Any]:
+    """Spell a simulated v3 job the way the v2 job list does."""
+    spec = {_V2_SPEC_KEYS.get(key, key): value for key, value in job.get("spec", {}).items()}
+    if "subjobs" in spec:
+        spec["subjobs"] = [to_v2(sub) for sub in spec["subjobs"]]
+    status = dict(job.get("status", {}))
+    if "phase" in status:
+        status["status"] = status.pop("phase")
+    if completed is not None:
+        status["completionTime"] = completed
+    return job | {"apiVersion": "v2", "spec": spec, "status": status}
+
+
 class DemoCloud:
     """The simulated project: a few jobs at the start, then a new one every `arrival`."""
 
@@ -204,9 +226,25 @@ async def _show_job(request: web.Request) -> web.Response:
     return web.json_response(job.to_api(cloud.now()))
 
 
+async def _list_jobs(request: web.Request) -> web.Response:
+    cloud = request.app[_CLOUD]
+    if request.headers.get("X-Auth-Token") != DEMO_TOKEN:
+        return _error(401, "CCE.01401001", "Authorization failed")
+    if request.match_info["project_id"] != DEMO_PROJECT_ID:
+        return _error(403, "CCE.01403001", "Forbidden")
+    now = cloud.now()
+    listed = []
+    for job in cloud.jobs():
+        v3 = job.to_api(now)
+        ended = v3["status"]["phase"] in ("Success", "Failed")
+        listed.append(to_v2(v3, v3["metadata"]["updateTimestamp"] if ended else None))
+    return web.json_response(listed)
+
+
 def create_demo_app(cloud: DemoCloud) -> web.Application:
-    """Build the simulated API."""
+    """Build the simulated API: the v3 job and the v2 job list."""
     app = web.Application()
     app[_CLOUD] = cloud
     app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", _show_job)
+    app.router.add_get("/api/v2/projects/{project_id}/jobs", _list_jobs)
     return app

@@ -38,7 +38,8 @@ def _lenient(value: Any, handler: Any, info: ValidationInfo) -> Any:
         return None
 
 
-_Lenient = WrapValidator(_lenient)
+Lenient = WrapValidator(_lenient)
+_Lenient = Lenient
 Text = Annotated[str | None, _Lenient]
 
 
@@ -211,7 +212,10 @@ __all__ = [
     "TERMINAL_PHASES",
     "InvalidJobError",
     "Job",
+    "JobMetadata",
     "JobNode",
     "JobTree",
+    "Lenient",
+    "Text",
     "flatten",
 ]

@@ -88,6 +88,21 @@ class Scheduler:
             self._wake.set()
         return added
 
+    def adopt(self, state: JobState) -> bool:
+        """Start watching a job whose state is already known; return whether it was new.
+
+        A finished state (a job that the job list shows ended) is never polled;
+        any other is due at once.
+        """
+        if state.job_id in self._store:
+            return False
+        self._store.put(state)
+        if not state.finished:
+            self._due[state.job_id] = self._clock()
+            self._wake.set()
+        self._count_watched()
+        return True
+
     def unwatch(self, job_id: str) -> bool:
         """Stop watching a job and drop its series; return whether it was watched."""
         found = job_id in self._store

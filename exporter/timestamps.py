@@ -2,6 +2,7 @@
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 # Go's time.Time.String(): "2018-08-02 08:12:40.672772389 +0000 UTC", with 0 to 9
 # fraction digits, any offset, any zone name (or none), and possibly the
@@ -21,6 +22,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_S = 1_000_000_000
 
 
+# A job's timestamps come back unchanged at every poll (sub-jobs that are done
+# or waiting, creation times): most parses are answered from this cache.
+@lru_cache(maxsize=65536)
 def parse_timestamp(text: str) -> int | None:
     """Parse a CCE timestamp to Unix nanoseconds, or None when it does not parse.
 

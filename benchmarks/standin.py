@@ -1,0 +1,96 @@
+"""A stand-in CCE API for the polling benchmark: every job is running, every answer takes LATENCY.
+
+Run as its own process (the benchmark starts it), so that its CPU does not
+count against the exporter's: `python benchmarks/standin.py --latency 0.05`.
+It prints the port it listens on (loopback, chosen by the system) and serves
+until its standard input closes.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+
+def go_time(moment: float) -> str:
+    """Format a Unix time as CCE does."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
+
+
+def running_job(job_id: str, subjobs: int, created: float) -> dict[str, object]:
+    """Build a running v3 job with `subjobs` sub-jobs, some done, one running."""
+    phases = ["Success"] * (subjobs // 2) + ["Running"] + ["Initializing"] * subjobs
+    return {
+        "kind": "Job",
+        "apiVersion": "v3",
+        "metadata": {
+            "uid": job_id,
+            "creationTimestamp": go_time(created),
+            "updateTimestamp": go_time(created + 120),
+        },
+        "spec": {
+            "type": "CreateCluster",
+            "clusterUID": "7ec8b73d-83db-11f0-8baa-0255ac10003e",
+            "resourceID": "3b4410fa-87e6-11f0-be88-0255ac10003f",
+            "resourceName": "cluster-a",
+            "extendParam": {"orderID": "CS25090218238EI5V"},
+            "subJobs": [
+                {
+                    "kind": "Job",
+                    "apiVersion": "v3",
+                    "metadata": {
+                        "uid": f"{job_id}-s{n}",
+                        "creationTimestamp": go_time(created),
+                        "updateTimestamp": go_time(created + 60 + n),
+                    },
+                    "spec": {"type": f"Step{n}", "clusterUID": "7ec8b73d-83db-11f0-8baa"},
+                    "status": {"phase": phases[n]},
+                }
+                for n in range(subjobs)
+            ],
+        },
+        "status": {"phase": "Running", "reason": ""},
+    }
+
+
+async def main() -> None:
+    """Serve until standard input closes."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--subjobs", type=int, default=10)
+    args = parser.parse_args()
+    created = time.time() - 600
+    marker = "UPDATED-AT"
+    bodies: dict[str, tuple[bytes, bytes]] = {}
+
+    async def show_job(request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        parts = bodies.get(job_id)
+        if parts is None:
+            job = running_job(job_id, args.subjobs, created)
+            job["metadata"]["updateTimestamp"] = marker  # type: ignore[index]
+            head, _, tail = json.dumps(job).encode().partition(marker.encode())
+            parts = bodies[job_id] = (head, tail)
+        # A running job moves on: its update time is new at every answer.
+        body = parts[0] + go_time(time.time()).encode() + parts[1]
+        await asyncio.sleep(args.latency)
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/v3/projects/{project}/jobs/{job_id}", show_job)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    print(runner.addresses[0][1], flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,206 @@
+"""The CCE v2 job object, as the job list (`GET /api/v2/projects/{project_id}/jobs`) gives it.
+
+The v2 object carries the same facts as the v3 one under other spellings
+(`spec.clusteruid`, `spec.subjobs`, `status.status`, ...). It is modelled here on
+its own, never mixed with the v3 model; what the two share is the flattened
+`JobTree` that the metrics are rendered from. Like the v3 model, every field
+is optional and a value of the wrong type costs only that value.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from exporter.model import (
+    PHASES,
+    TERMINAL_PHASES,
+    InvalidJobError,
+    JobMetadata,
+    JobNode,
+    JobTree,
+    Lenient,
+    Text,
+)
+from exporter.timestamps import parse_timestamp
+
+
+class V2JobSpec(BaseModel):
+    """`spec` of a v2 job; `subjobs` stays raw and is walked by `flatten_v2`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="spec")
+
+    type: Text = None
+    clusteruid: Text = None
+    resourceid: Text = None
+    resourcename: Text = None
+    extendparam: Annotated[dict[str, str] | None, Lenient] = None
+    subjobs: Annotated[list[Any] | None, Lenient] = None
+
+
+class V2JobStatus(BaseModel):
+    """`status` of a v2 job: `status` is the v3 `phase`, plus a completion time."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="status")
+
+    status: Text = None
+    reason: Text = None
+    completionTime: Text = None  # noqa: N815 - the API's own spelling
+
+
+class V2Job(BaseModel):
+    """One v2 job node, as an element of the job list."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: Text = None
+    apiVersion: Text = None  # noqa: N815 - the API's own spelling
+    metadata: Annotated[JobMetadata | None, Lenient] = None
+    spec: Annotated[V2JobSpec | None, Lenient] = None
+    status: Annotated[V2JobStatus | None, Lenient] = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedJob:
+    """What the job list says of one job, read cheaply; `tree()` reads the rest on demand."""
+
+    job_id: str | None
+    job_type: str
+    phase: str | None
+    created_ns: int | None
+    # When the job ended: `status.completionTime`, else `metadata.updateTimestamp`.
+    completed_ns: int | None
+    raw: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        """Tell whether the list shows the job in a terminal phase."""
+        return self.phase in TERMINAL_PHASES
+
+    def tree(self) -> JobTree:
+        """Flatten the whole listed job, sub-jobs included."""
+        if self.job_id is None:
+            msg = "a listed job without metadata.uid has no ID to name its tree"
+            raise InvalidJobError(msg)
+        return flatten_v2(self.raw, self.job_id)
+
+
+def _text(section: object, key: str) -> str | None:
+    value = section.get(key) if isinstance(section, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _parsed(value: str | None) -> int | None:
+    return None if value is None else parse_timestamp(value)
+
+
+def read_listing(data: object) -> list[ListedJob]:
+    """Read the job list's answer: a JSON array of v2 jobs.
+
+    Only the fields that decide whether a job is picked up are read here;
+    elements that are not objects are skipped. Raises InvalidJobError when
+    `data` is not a list at all.
+    """
+    if not isinstance(data, list):
+        msg = f"expected a list of jobs, got {type(data).__name__}"
+        raise InvalidJobError(msg)
+    listed = []
+    for raw in data:
+        if not isinstance(raw, dict):
+            continue
+        metadata, spec, status = raw.get("metadata"), raw.get("spec"), raw.get("status")
+        updated = _text(metadata, "updateTimestamp")
+        completed = _text(status, "completionTime") or updated
+        listed.append(
+            ListedJob(
+                job_id=_text(metadata, "uid"),
+                job_type=_text(spec, "type") or "",
+                phase=_text(status, "status"),
+                created_ns=_parsed(_text(metadata, "creationTimestamp")),
+                completed_ns=_parsed(completed),
+                raw=raw,
+            )
+        )
+    return listed
+
+
+def _validate_node(raw: object, errors: list[str]) -> V2Job | None:
+    if not isinstance(raw, dict):
+        errors.append("spec.subjobs")
+        return None
+    return V2Job.model_validate(raw, context=errors)
+
+
+def _phase_counts(children: list[V2Job]) -> tuple[tuple[str, int], ...]:
+    counts = dict.fromkeys(PHASES, 0)
+    for child in children:
+        phase = child.status.status if child.status else None
+        if phase:
+            counts[phase] = counts.get(phase, 0) + 1
+    return tuple(counts.items())
+
+
+def _timestamp(value: str | None, field: str, errors: list[str]) -> int | None:
+    if value is None:
+        return None
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        errors.append(field)
+    return parsed
+
+
+def flatten_v2(data: object, job_id: str) -> JobTree:
+    """Turn the decoded JSON of a v2 job into a `JobTree`; the root is named `job_id`.
+
+    The tree is the one the v3 object of the same job flattens to. Raises
+    InvalidJobError when `data` is not a job object at all.
+    """
+    if not isinstance(data, dict):
+        msg = f"expected a job object, got {type(data).__name__}"
+        raise InvalidJobError(msg)
+    if not any(isinstance(data.get(key), dict) for key in ("metadata", "spec", "status")):
+        msg = "the object has none of metadata, spec or status"
+        raise InvalidJobError(msg)
+    errors: list[str] = []
+    root = V2Job.model_validate(data, context=errors)
+    nodes: list[JobNode] = []
+    seen = {job_id}
+    # Depth-first with an explicit stack, as the v3 walk: (job, ID, parent's ID, depth).
+    stack: list[tuple[V2Job, str, str, int]] = [(root, job_id, "", 0)]
+    while stack:
+        job, node_id, parent_id, depth = stack.pop()
+        meta = job.metadata or JobMetadata()
+        spec = job.spec or V2JobSpec()
+        status = job.status or V2JobStatus()
+        children = [
+            child
+            for child in (_validate_node(raw, errors) for raw in spec.subjobs or ())
+            if child is not None
+        ]
+        nodes.append(
+            JobNode(
+                job_id=node_id,
+                parent_job_id=parent_id,
+                depth=depth,
+                job_type=spec.type or "",
+                cluster_id=spec.clusteruid or "",
+                resource_id=spec.resourceid or "",
+                resource_name=spec.resourcename or "",
+                phase=status.status or None,
+                reason=status.reason or "",
+                created_ns=_timestamp(meta.creationTimestamp, "metadata.creationTimestamp", errors),
+                updated_ns=_timestamp(meta.updateTimestamp, "metadata.updateTimestamp", errors),
+                subjob_phases=_phase_counts(children) if children else None,
+            )
+        )
+        for index in range(len(children) - 1, -1, -1):
+            child = children[index]
+            uid = child.metadata.uid if child.metadata else None
+            child_id = uid if uid and uid not in seen else f"{node_id}.{index}"
+            if not uid or uid in seen:
+                errors.append("metadata.uid")
+            while child_id in seen:
+                child_id += "_"
+            seen.add(child_id)
+            stack.append((child, child_id, node_id, depth + 1))
+    return JobTree(nodes=tuple(nodes), parse_errors=tuple(errors))

@@ -1,0 +1,154 @@
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from exporter.instruments import Instruments
+from exporter.jobsfile import JobsFile, parse_job_ids
+from exporter.model import JobTree
+from exporter.scheduler import PollSettings, Scheduler
+from exporter.state import JobStore
+from exporter.watchlist import Route, WatchList
+
+
+class _NoReads:
+    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+        raise AssertionError("no poll expected")
+
+
+def _setup(instruments: Instruments, *, max_jobs: int = 100) -> tuple[WatchList, JobStore]:
+    store = JobStore()
+    scheduler = Scheduler(
+        _NoReads(),
+        store,
+        instruments,
+        PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
+    )
+    return WatchList(scheduler, store, instruments, max_jobs=max_jobs), store
+
+
+def _write(path: Path, text: str) -> None:
+    """Write the file and move its modification time on, as a later edit would."""
+    stat = path.stat() if path.exists() else None
+    path.write_text(text)
+    if stat is not None:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+def _ids(store: JobStore) -> set[str]:
+    return {state.job_id for state in store}
+
+
+def test_parse_job_ids_skips_comments_and_blank_lines() -> None:
+    """One ID a line; `#` starts a comment anywhere; blank lines are skipped."""
+    text = "# watched jobs\njob-a\n\n  job-b   # the upgrade\n#job-c\njob-d\r\n"
+    assert parse_job_ids(text) == ["job-a", "job-b", "job-d"]
+
+
+def test_file_changes_add_and_remove_jobs(tmp_path: Path, instruments: Instruments) -> None:
+    """A job added to the file is watched at the next check; one removed is dropped."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\njob-b\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    assert jobs_file.check()
+    assert _ids(store) == {"job-a", "job-b"}
+    assert not jobs_file.check()  # unchanged: not read again
+    _write(path, "job-b\njob-c\n")
+    assert jobs_file.check()
+    assert _ids(store) == {"job-b", "job-c"}
+
+
+def test_file_keeps_jobs_other_routes_name(tmp_path: Path, instruments: Instruments) -> None:
+    """Removing an ID from the file keeps it watched while the settings name it."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\n")
+    watchlist, store = _setup(instruments)
+    watchlist.add(Route.SETTINGS, ["job-a"])
+    jobs_file = JobsFile(path, watchlist)
+    jobs_file.check()
+    _write(path, "")
+    jobs_file.check()
+    assert _ids(store) == {"job-a"}
+
+
+def test_unreadable_file_keeps_the_jobs(tmp_path: Path, instruments: Instruments) -> None:
+    """A file that disappears or is not text keeps the jobs it named last."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    jobs_file.check()
+    path.unlink()
+    assert not jobs_file.check()
+    path.write_bytes(b"\xff\xfe job")
+    assert not jobs_file.check()
+    assert _ids(store) == {"job-a"}
+
+
+def test_invalid_lines_are_counted_once(tmp_path: Path, instruments: Instruments) -> None:
+    """An invalid line counts once as rejected, not again at every re-read."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\nnot/valid\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    jobs_file.check()
+    _write(path, "job-a\nnot/valid\njob-b\n")
+    jobs_file.check()
+    rejected = instruments.registry.get_sample_value(
+        "cce_exporter_rejected_jobs_total", {"reason": "invalid_id"}
+    )
+    assert rejected == 1
+    assert _ids(store) == {"job-a", "job-b"}
+
+
+def test_refused_ids_are_offered_again_at_the_next_change(
+    tmp_path: Path, instruments: Instruments
+) -> None:
+    """An ID refused for want of room is watched after the file changes with room made."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\njob-b\n")
+    watchlist, store = _setup(instruments, max_jobs=1)
+    jobs_file = JobsFile(path, watchlist)
+    jobs_file.check()
+    assert _ids(store) == {"job-a"}
+    _write(path, "job-b\n")
+    jobs_file.check()
+    assert _ids(store) == {"job-b"}
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_run_loop_picks_up_an_edit(tmp_path: Path, instruments: Instruments, link: bool) -> None:
+    """The loop notices an edit, also when the path is a symbolic link swapped to a new file."""
+    target = tmp_path / "v1"
+    _write(target, "job-a\n")
+    path = tmp_path / "jobs.txt"
+    if link:
+        path.symlink_to(target)
+    else:
+        path = target
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist, check_seconds=0.01)
+    jobs_file.check()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(jobs_file.run())
+        try:
+            if link:
+                new = tmp_path / "v2"
+                new.write_text("job-a\njob-b\n")
+                tmp_link = tmp_path / "tmp-link"
+                tmp_link.symlink_to(new)
+                tmp_link.replace(path)  # the ConfigMap way: an atomic swap of the link
+            else:
+                _write(path, "job-a\njob-b\n")
+            # The loop under test offers no event to wait on: look until it acts.
+            async with asyncio.timeout(5):
+                while "job-b" not in store:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+    assert _ids(store) == {"job-a", "job-b"}
