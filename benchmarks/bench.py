@@ -161,7 +161,7 @@ def job_states(jobs: int, subjobs: int, *, seed: int = 1) -> list[JobState]:
         body = json.dumps(v3_job(job_id, subjobs, rng, now)).encode()
         state = JobState(job_id).succeeded(flatten(json.loads(body), job_id), now - 5)
         if n % 7 == 0:
-            state = state.failed(ErrorKind.TIMEOUT, "timeout: no answer within 10 s")
+            state = state.failed(ErrorKind.TIMEOUT, "timeout: no answer within 10 s", now)
         states.append(state)
     return states
 

@@ -37,6 +37,9 @@ from exporter.webconfig import load_web_config, secure
 
 log = logging.getLogger(__name__)
 
+# Seconds a scrape under way may take to finish once the process is told to stop:
+# the whole shutdown must fit in the 5 s that orchestrators usually wait.
+_SHUTDOWN_GRACE = 2.0
 # How often the demo looks for newly arrived jobs to watch.
 _DEMO_ARRIVAL_CHECK = 2.0
 # The demo's poll interval when none is configured: a few seconds, to see movement.
@@ -208,7 +211,9 @@ async def _serve_http(ex: Exporter) -> web.AppRunner:
     web_config = ex.settings.web_config_file
     server_tls = secure(app, load_web_config(web_config) if web_config else None)
     adminapi.register(app, adminapi.AdminContext(ex.watchlist, ex.settings.admin_secret))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE
+    )
     await runner.setup()
     host, port = split_host_port(ex.settings.listen_address)
     site = web.TCPSite(runner, host, port, ssl_context=server_tls)
@@ -254,7 +259,12 @@ async def run_service(
 async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
     """Run the service against the built-in simulated CCE API."""
     cloud = DemoCloud()
-    runner = web.AppRunner(create_demo_app(cloud), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_demo_app(cloud),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=_SHUTDOWN_GRACE,
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -22,6 +22,21 @@ log = logging.getLogger(__name__)
 _MAX_SLEEP = 1.0
 
 
+# A job that answers 404 is polled this many times less often at the most.
+_MAX_SLOWDOWN = 32
+
+
+def next_delay(state: JobState, now: float, interval: float) -> float:
+    """Return the seconds until a job's next poll.
+
+    That is the interval; for a job answering 404, as long as it has been gone
+    (so the gaps double), between 1 and 32 intervals.
+    """
+    if state.vanished_at is None:
+        return interval
+    return min(_MAX_SLOWDOWN * interval, max(interval, now - state.vanished_at))
+
+
 class JobReader(Protocol):
     """What the scheduler needs of the client."""
 
@@ -129,16 +144,16 @@ class Scheduler:
         return due
 
     def expire(self) -> list[str]:
-        """Drop finished jobs whose retention has run out; return their IDs."""
-        cutoff = self._clock() - self._settings.finished_retention
-        gone = [
-            state.job_id
-            for state in self._store
-            if state.finished_at is not None and state.finished_at <= cutoff
-        ]
-        for job_id in gone:
-            self.unwatch(job_id)
-            event(log, logging.INFO, "job_expired", job_id=job_id)
+        """Drop finished and vanished jobs whose retention has run out; return their IDs."""
+        now = self._clock()
+        retention = self._settings.finished_retention
+        gone = []
+        for state in self._store:
+            reason = state.expired(now, retention)
+            if reason is not None:
+                self.unwatch(state.job_id)
+                event(log, logging.INFO, "job_expired", job_id=state.job_id, reason=reason)
+                gone.append(state.job_id)
         return gone
 
     async def run(self) -> None:
@@ -208,8 +223,10 @@ class Scheduler:
                 self._record_failure(job_id, exc)
             else:
                 self._record_success(job_id, tree)
-            if job_id in self._due:
-                self._due[job_id] = started + self._settings.poll_interval
+            state = self._store.get(job_id)
+            if job_id in self._due and state is not None:
+                delay = next_delay(state, started, self._settings.poll_interval)
+                self._due[job_id] = started + delay
 
     def _record_success(self, job_id: str, tree: JobTree) -> None:
         before = self._store.get(job_id)
@@ -238,7 +255,7 @@ class Scheduler:
         before = self._store.get(job_id)
         if before is None:
             return
-        self._store.put(before.failed(exc.kind, str(exc)))
+        self._store.put(before.failed(exc.kind, str(exc), self._clock()))
         # Refused credentials fail every job alike; the auth gate logs them once.
         quiet = exc.kind in AUTH_KINDS
         if (before.last_error_kind != exc.kind or not before.failing) and not quiet:

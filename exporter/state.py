@@ -27,6 +27,10 @@ class JobState:
     last_error: str | None = None
     last_error_kind: ErrorKind | None = None
     finished_at: float | None = None
+    # Failed polls in a row, and when the current run of 404 answers began (a
+    # job the API no longer knows is polled ever more rarely, then dropped).
+    streak: int = 0
+    vanished_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -50,12 +54,17 @@ class JobState:
             last_ok=True,
             last_success=now,
             finished_at=finished_at,
+            streak=0,
+            vanished_at=None,
         )
 
-    def failed(self, kind: ErrorKind, message: str) -> "JobState":
-        """Return the state after a poll that failed; the last good tree is kept."""
+    def failed(self, kind: ErrorKind, message: str, now: float) -> "JobState":
+        """Return the state after a poll that failed at `now`; the last good tree is kept."""
         index = ERROR_KINDS.index(kind)
         errors = (*self.errors[:index], self.errors[index] + 1, *self.errors[index + 1 :])
+        vanished_at = None
+        if kind is ErrorKind.NOT_FOUND:
+            vanished_at = self.vanished_at if self.vanished_at is not None else now
         return replace(
             self,
             polls=self.polls + 1,
@@ -63,7 +72,17 @@ class JobState:
             errors=errors,
             last_error=message,
             last_error_kind=kind,
+            streak=self.streak + 1,
+            vanished_at=vanished_at,
         )
+
+    def expired(self, now: float, retention: float) -> str | None:
+        """Say why the job should leave now (finished or not_found), or None to keep it."""
+        if self.finished_at is not None and now - self.finished_at >= retention:
+            return "finished"
+        if self.vanished_at is not None and now - self.vanished_at >= retention:
+            return "not_found"
+        return None
 
 
 class JobStore:

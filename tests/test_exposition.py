@@ -104,7 +104,9 @@ def test_example_gives_exactly_the_spec_series(
 def test_reason_and_failed_polls_are_rendered(example_job: dict[str, Any]) -> None:
     """A reason gives one reason series (cut to 200 characters); failed polls count by kind."""
     example_job["status"] = {"phase": "Failed", "reason": 'bad "quote"\\ ' + "x" * 300}
-    state = _state(example_job).failed(ErrorKind.TIMEOUT, "t").failed(ErrorKind.TIMEOUT, "t")
+    state = (
+        _state(example_job).failed(ErrorKind.TIMEOUT, "t", 3.0).failed(ErrorKind.TIMEOUT, "t", 4.0)
+    )
     series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.REASON)].decode())
     ((_name, label_set), value), *rest = series.items()
     assert rest == []
@@ -245,7 +247,9 @@ def test_output_is_byte_identical_to_prometheus_client(example_job: dict[str, An
     failed = {**example_job, "status": {"phase": "Failed", "reason": 'line\nbreak "q" \\'}}
     states = [
         _state(example_job),
-        JobState("job-2").succeeded(flatten(failed, "job-2"), 2.5).failed(ErrorKind.NOT_FOUND, "x"),
+        JobState("job-2")
+        .succeeded(flatten(failed, "job-2"), 2.5)
+        .failed(ErrorKind.NOT_FOUND, "x", 3.0),
     ]
     registry = CollectorRegistry()
     registry.register(_Reference(states, "proj"))

@@ -1,3 +1,4 @@
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -204,3 +205,44 @@ async def test_parse_errors_are_counted(rig: Rig) -> None:
     state = rig.store.get("job-1")
     assert state is not None
     assert state.last_ok
+
+
+async def test_vanished_job_is_polled_ever_more_rarely_then_dropped(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job answering 404 stays with not_found, polled at doubling gaps, then leaves."""
+    rig.scheduler.watch(["gone"])
+    polled_at = []
+    with caplog.at_level(logging.INFO, logger="exporter.scheduler"):
+        for _ in range(700):  # 700 steps of 1 s, past the 600 s retention
+            if await rig.scheduler.poll_due(jitter=False):
+                polled_at.append(rig.clock.now)
+            rig.clock.now += 1
+    start = polled_at[0]
+    gaps = [b - a for a, b in itertools.pairwise(polled_at)]
+    assert gaps[:4] == [30, 30, 60, 120]
+    assert all(gap <= 32 * 30 for gap in gaps)
+    assert "gone" not in rig.store
+    assert rig.api.requests["gone"] == len(polled_at)
+    expired = [r for r in caplog.records if r.getMessage() == "job_expired"]
+    assert len(expired) == 1
+    assert expired[0].fields == {"job_id": "gone", "reason": "not_found"}  # type: ignore[attr-defined]
+    assert start + 600 <= rig.clock.now
+
+
+async def test_job_that_comes_back_is_polled_normally_again(rig: Rig) -> None:
+    """A 404 followed by a good answer clears the vanished state and the slow-down."""
+    rig.scheduler.watch(["flaky"])
+    await rig.scheduler.poll_due(jitter=False)
+    state = rig.store.get("flaky")
+    assert state is not None
+    assert state.vanished_at == rig.clock.now
+    rig.api.add_job("flaky")
+    rig.clock.now += 30
+    assert await rig.scheduler.poll_due(jitter=False) == ["flaky"]
+    state = rig.store.get("flaky")
+    assert state is not None
+    assert state.vanished_at is None
+    assert state.last_ok
+    rig.clock.now += 30
+    assert await rig.scheduler.poll_due(jitter=False) == ["flaky"]

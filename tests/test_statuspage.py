@@ -48,7 +48,7 @@ def _store(example_job: dict[str, Any]) -> JobStore:
     store.put(JobState("job-failed").succeeded(flatten(failed, "job-failed"), NOW - 60))
     store.put(
         JobState("job-unreadable").failed(
-            ErrorKind.UNAUTHORIZED, "unauthorized: HTTP 401: APIG.0301: <b>bad token</b>"
+            ErrorKind.UNAUTHORIZED, "unauthorized: HTTP 401: APIG.0301: <b>bad token</b>", NOW
         )
     )
     store.put(JobState("job-new"))
