@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from exporter.ids import is_valid_id
 from exporter.logs import event
 from exporter.watchlist import Route, WatchList
+from exporter.webconfig import bearer_protected
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def _refusal(request: web.Request) -> web.Response | None:
     return None
 
 
+@bearer_protected
 async def add_jobs(request: web.Request) -> web.Response:
     """Start watching the job IDs of `{"job_ids": [...]}`."""
     refusal = _refusal(request)
@@ -92,6 +94,7 @@ async def add_jobs(request: web.Request) -> web.Response:
     return web.json_response(answer, status=409 if outcome.refused else 200)
 
 
+@bearer_protected
 async def remove_job(request: web.Request) -> web.Response:
     """Stop watching one job, whichever routes named it."""
     refusal = _refusal(request)

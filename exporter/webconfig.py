@@ -247,12 +247,27 @@ class BasicAuth:
         return False
 
 
+# Handlers that check a bearer token of their own (the job API's admin token).
+# A request with `Authorization: Bearer` can carry no basic-auth credentials, so
+# basic auth lets it through to these, and to these only, to be judged there.
+_BEARER_HANDLERS: set[Handler] = set()
+
+
+def bearer_protected(handler: Handler) -> Handler:
+    """Mark a handler that checks `Authorization: Bearer` itself."""
+    _BEARER_HANDLERS.add(handler)
+    return handler
+
+
 def basic_auth_middleware(auth: BasicAuth) -> Middleware:
     """Answer 401 to every request without a user's right credentials."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if await auth.check(request.headers.get("Authorization", "")):
+        header = request.headers.get("Authorization", "")
+        if request.match_info.handler in _BEARER_HANDLERS and header[:7].lower() == "bearer ":
+            return await handler(request)
+        if await auth.check(header):
             return await handler(request)
         event(log, logging.DEBUG, "basic_auth_refused", path=request.path, remote=request.remote)
         return web.Response(

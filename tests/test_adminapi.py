@@ -1,5 +1,8 @@
+import base64
+from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
@@ -13,6 +16,7 @@ from exporter.sharding import Shard
 from exporter.state import JobStore
 from exporter.watchlist import Route, WatchList
 from exporter.web import WebContext, create_app
+from exporter.webconfig import load_web_config, secure
 
 ADMIN = "s3cret-admin-token"
 
@@ -29,6 +33,7 @@ async def _client(
     token: str | None = ADMIN,
     max_jobs: int = 100,
     shard: Shard | None = None,
+    web_config: Path | None = None,
 ) -> tuple[TestClient[Any, Any], WatchList, JobStore]:
     store = JobStore()
     scheduler = Scheduler(
@@ -42,6 +47,8 @@ async def _client(
     adminapi.register(
         app, adminapi.AdminContext(watchlist, SecretStr(token) if token is not None else None)
     )
+    if web_config is not None:
+        secure(app, load_web_config(web_config))
     client: TestClient[Any, Any] = await aiohttp_client(app)
     return client, watchlist, store
 
@@ -189,3 +196,27 @@ def test_the_context_never_shows_the_token(instruments: Instruments) -> None:
     context = adminapi.AdminContext(WatchList(scheduler, store, instruments), SecretStr(ADMIN))
     assert ADMIN not in repr(context)
     assert "enabled=True" in repr(context)
+
+
+async def test_admin_api_works_behind_basic_auth(
+    aiohttp_client: Any, instruments: Instruments, tmp_path: Path
+) -> None:
+    """With basic auth on, the admin token alone opens POST/DELETE, and nothing else."""
+    password_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: {password_hash}\n")
+    client, _, store = await _client(aiohttp_client, instruments, web_config=config)
+    basic = {"Authorization": "Basic " + base64.b64encode(b"prometheus:pw").decode()}
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert (await client.post("/api/v1/jobs", json={"job_ids": ["a"]})).status == 401
+    assert (await client.post("/api/v1/jobs", json={"job_ids": ["a"]}, headers=wrong)).status == 401
+    assert (await client.post("/api/v1/jobs", json={"job_ids": ["a"]}, headers=basic)).status == 401
+    assert [state.job_id for state in store] == []
+    assert (await client.post("/api/v1/jobs", json={"job_ids": ["a"]}, headers=AUTH)).status == 200
+    assert [state.job_id for state in store] == ["a"]
+    # The admin token opens the admin routes only: reads still need basic auth.
+    assert (await client.get("/metrics", headers=AUTH)).status == 401
+    assert (await client.get("/api/v1/jobs", headers=AUTH)).status == 401
+    assert (await client.get("/metrics", headers=basic)).status == 200
+    assert (await client.delete("/api/v1/jobs/a", headers=AUTH)).status == 200
+    assert [state.job_id for state in store] == []
