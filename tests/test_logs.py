@@ -1,6 +1,6 @@
 import json
-from collections.abc import Iterator
 import logging
+from collections.abc import Iterator
 
 import pytest
 
