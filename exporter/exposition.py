@@ -266,7 +266,11 @@ class Renderer:
 
     def render(self, states: Iterable[JobState], *, openmetrics: bool = False) -> bytes:
         """Return the whole exposition."""
-        return b"".join(raw for raw, _ in self._pieces(states, openmetrics=openmetrics, gzip=False))
+        return b"".join(self.render_parts(states, openmetrics=openmetrics))
+
+    def render_parts(self, states: Iterable[JobState], *, openmetrics: bool = False) -> list[bytes]:
+        """Return the whole exposition as its cached parts, in order, to be sent as they are."""
+        return [raw for raw, _ in self._pieces(states, openmetrics=openmetrics, gzip=False)]
 
     def render_gzip(self, states: Iterable[JobState], *, openmetrics: bool = False) -> bytes:
         """Return the whole exposition as one gzip member."""

@@ -59,7 +59,12 @@ def wants_gzip(accept_encoding: str) -> bool:
     return False
 
 
-async def metrics(request: web.Request) -> web.Response:
+# Plain-text scrapes are sent in writes of about this size, so that a large
+# exposition is never copied whole into one buffer.
+_WRITE_BYTES = 1 << 20
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
     """Serve the exposition, rendered from the stored job states."""
     context = request.app[_CONTEXT]
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
@@ -68,9 +73,23 @@ async def metrics(request: web.Request) -> web.Response:
     if wants_gzip(request.headers.get("Accept-Encoding", "")):
         body = context.renderer.render_gzip(context.store, openmetrics=openmetrics)
         headers["Content-Encoding"] = "gzip"
-    else:
-        body = context.renderer.render(context.store, openmetrics=openmetrics)
-    return web.Response(body=body, headers=headers)
+        return web.Response(body=body, headers=headers)
+    # The parts are taken now, in one go: the body is one consistent view.
+    parts = context.renderer.render_parts(context.store, openmetrics=openmetrics)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = sum(len(part) for part in parts)
+    await response.prepare(request)
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        batch.append(part)
+        size += len(part)
+        if size >= _WRITE_BYTES:
+            await response.write(b"".join(batch))
+            batch, size = [], 0
+    await response.write(b"".join(batch))
+    await response.write_eof()
+    return response
 
 
 async def healthz(_request: web.Request) -> web.Response:
