@@ -7,9 +7,10 @@ pydantic's own recursion stops at a few hundred levels and a job tree must not
 be able to exhaust the stack.
 """
 
+from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, WrapValidator
 
@@ -75,16 +76,63 @@ class JobStatus(BaseModel):
     reason: Text = None
 
 
-class Job(BaseModel):
-    """One v3 job node, as `GET /api/v3/projects/{project_id}/jobs/{job_id}` answers."""
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What the flattening needs of one job node, whichever API spelled it."""
+
+    uid: str | None
+    job_type: str
+    cluster_id: str
+    resource_id: str
+    resource_name: str
+    phase: str | None
+    reason: str
+    created: str | None
+    updated: str | None
+    subjobs: tuple[Any, ...]  # the sub-jobs, still raw JSON
+
+
+class JobModel(BaseModel):
+    """A job node of either API version: it tells its facts in one spelling."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # Where the sub-jobs are, to name the field when one is not an object.
+    SUBJOBS_FIELD: ClassVar[str]
+
+    @abstractmethod
+    def facts(self) -> NodeFacts:
+        """Return the node's facts for flattening."""
+
+
+class Job(JobModel):
+    """One v3 job node, as `GET /api/v3/projects/{project_id}/jobs/{job_id}` answers."""
+
+    SUBJOBS_FIELD: ClassVar[str] = "spec.subJobs"
 
     kind: Text = None
     apiVersion: Text = None  # noqa: N815 - the API's own spelling
     metadata: Annotated[JobMetadata | None, _Lenient] = None
     spec: Annotated[JobSpec | None, _Lenient] = None
     status: Annotated[JobStatus | None, _Lenient] = None
+
+    def facts(self) -> NodeFacts:
+        """Return the node's facts for flattening."""
+        meta = self.metadata or JobMetadata()
+        spec = self.spec or JobSpec()
+        status = self.status or JobStatus()
+        return NodeFacts(
+            uid=meta.uid,
+            job_type=spec.type or "",
+            cluster_id=spec.clusterUID or "",
+            resource_id=spec.resourceID or "",
+            resource_name=spec.resourceName or "",
+            phase=status.phase or None,
+            reason=status.reason or "",
+            created=meta.creationTimestamp,
+            updated=meta.updateTimestamp,
+            subjobs=tuple(spec.subJobs or ()),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +173,11 @@ class JobTree:
         return self.nodes[0]
 
 
-def _validate_node(raw: object, errors: list[str]) -> Job | None:
-    if not isinstance(raw, dict):
-        errors.append("spec.subJobs")
-        return None
-    return Job.model_validate(raw, context=errors)
-
-
-def _phase_counts(children: Iterable[Job]) -> tuple[tuple[str, int], ...]:
+def _phase_counts(children: Iterable[NodeFacts]) -> tuple[tuple[str, int], ...]:
     counts = dict.fromkeys(PHASES, 0)
     for child in children:
-        phase = child.status.phase if child.status else None
-        if phase:
-            counts[phase] = counts.get(phase, 0) + 1
+        if child.phase:
+            counts[child.phase] = counts.get(child.phase, 0) + 1
     return tuple(counts.items())
 
 
@@ -150,10 +190,11 @@ def _timestamp(value: str | None, field: str, errors: list[str]) -> int | None:
     return parsed
 
 
-def flatten(data: object, job_id: str) -> JobTree:
+def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
     """Turn the decoded JSON of a job into a `JobTree`; the root is named `job_id`.
 
-    Raises InvalidJobError when `data` is not a job object at all.
+    `model` says which API version spelled the job (v3 by default). Raises
+    InvalidJobError when `data` is not a job object at all.
     """
     if not isinstance(data, dict):
         msg = f"expected a job object, got {type(data).__name__}"
@@ -162,48 +203,45 @@ def flatten(data: object, job_id: str) -> JobTree:
         msg = "the object has none of metadata, spec or status"
         raise InvalidJobError(msg)
     errors: list[str] = []
-    root = Job.model_validate(data, context=errors)
     nodes: list[JobNode] = []
     seen = {job_id}
-    # Depth-first with an explicit stack: (job, its ID, parent's ID, depth).
-    stack: list[tuple[Job, str, str, int]] = [(root, job_id, "", 0)]
+    # Depth-first with an explicit stack: (facts, the node's ID, parent's ID, depth).
+    root = model.model_validate(data, context=errors).facts()
+    stack: list[tuple[NodeFacts, str, str, int]] = [(root, job_id, "", 0)]
     while stack:
-        job, node_id, parent_id, depth = stack.pop()
-        meta = job.metadata or JobMetadata()
-        spec = job.spec or JobSpec()
-        status = job.status or JobStatus()
-        children: list[Job] = []
-        for raw in spec.subJobs or ():
-            child = _validate_node(raw, errors)
-            if child is not None:
-                children.append(child)
+        facts, node_id, parent_id, depth = stack.pop()
+        children: list[NodeFacts] = []
+        for raw in facts.subjobs:
+            if isinstance(raw, dict):
+                children.append(model.model_validate(raw, context=errors).facts())
+            else:
+                errors.append(model.SUBJOBS_FIELD)
         nodes.append(
             JobNode(
                 job_id=node_id,
                 parent_job_id=parent_id,
                 depth=depth,
-                job_type=spec.type or "",
-                cluster_id=spec.clusterUID or "",
-                resource_id=spec.resourceID or "",
-                resource_name=spec.resourceName or "",
-                phase=status.phase or None,
-                reason=status.reason or "",
-                created_ns=_timestamp(meta.creationTimestamp, "metadata.creationTimestamp", errors),
-                updated_ns=_timestamp(meta.updateTimestamp, "metadata.updateTimestamp", errors),
+                job_type=facts.job_type,
+                cluster_id=facts.cluster_id,
+                resource_id=facts.resource_id,
+                resource_name=facts.resource_name,
+                phase=facts.phase,
+                reason=facts.reason,
+                created_ns=_timestamp(facts.created, "metadata.creationTimestamp", errors),
+                updated_ns=_timestamp(facts.updated, "metadata.updateTimestamp", errors),
                 subjob_phases=_phase_counts(children) if children else None,
             )
         )
         # Reversed so that the stack pops them in document order.
         for index in range(len(children) - 1, -1, -1):
-            child = children[index]
-            uid = child.metadata.uid if child.metadata else None
+            uid = children[index].uid
             child_id = uid if uid and uid not in seen else f"{node_id}.{index}"
             if not uid or uid in seen:
                 errors.append("metadata.uid")
             while child_id in seen:  # a sibling's real uid may look like our made-up one
                 child_id += "_"
             seen.add(child_id)
-            stack.append((child, child_id, node_id, depth + 1))
+            stack.append((children[index], child_id, node_id, depth + 1))
     return JobTree(nodes=tuple(nodes), parse_errors=tuple(errors))
 
 
@@ -213,9 +251,11 @@ __all__ = [
     "InvalidJobError",
     "Job",
     "JobMetadata",
+    "JobModel",
     "JobNode",
     "JobTree",
     "Lenient",
+    "NodeFacts",
     "Text",
     "flatten",
 ]

@@ -8,19 +8,20 @@ is optional and a value of the wrong type costs only that value.
 """
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from exporter.model import (
-    PHASES,
     TERMINAL_PHASES,
     InvalidJobError,
     JobMetadata,
-    JobNode,
+    JobModel,
     JobTree,
     Lenient,
+    NodeFacts,
     Text,
+    flatten,
 )
 from exporter.timestamps import parse_timestamp
 
@@ -48,16 +49,34 @@ class V2JobStatus(BaseModel):
     completionTime: Text = None  # noqa: N815 - the API's own spelling
 
 
-class V2Job(BaseModel):
+class V2Job(JobModel):
     """One v2 job node, as an element of the job list."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    SUBJOBS_FIELD: ClassVar[str] = "spec.subjobs"
 
     kind: Text = None
     apiVersion: Text = None  # noqa: N815 - the API's own spelling
     metadata: Annotated[JobMetadata | None, Lenient] = None
     spec: Annotated[V2JobSpec | None, Lenient] = None
     status: Annotated[V2JobStatus | None, Lenient] = None
+
+    def facts(self) -> NodeFacts:
+        """Return the node's facts for flattening, as the v3 spelling would give them."""
+        meta = self.metadata or JobMetadata()
+        spec = self.spec or V2JobSpec()
+        status = self.status or V2JobStatus()
+        return NodeFacts(
+            uid=meta.uid,
+            job_type=spec.type or "",
+            cluster_id=spec.clusteruid or "",
+            resource_id=spec.resourceid or "",
+            resource_name=spec.resourcename or "",
+            phase=status.status or None,
+            reason=status.reason or "",
+            created=meta.creationTimestamp,
+            updated=meta.updateTimestamp,
+            subjobs=tuple(spec.subjobs or ()),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,83 +143,10 @@ def read_listing(data: object) -> list[ListedJob]:
     return listed
 
 
-def _validate_node(raw: object, errors: list[str]) -> V2Job | None:
-    if not isinstance(raw, dict):
-        errors.append("spec.subjobs")
-        return None
-    return V2Job.model_validate(raw, context=errors)
-
-
-def _phase_counts(children: list[V2Job]) -> tuple[tuple[str, int], ...]:
-    counts = dict.fromkeys(PHASES, 0)
-    for child in children:
-        phase = child.status.status if child.status else None
-        if phase:
-            counts[phase] = counts.get(phase, 0) + 1
-    return tuple(counts.items())
-
-
-def _timestamp(value: str | None, field: str, errors: list[str]) -> int | None:
-    if value is None:
-        return None
-    parsed = parse_timestamp(value)
-    if parsed is None:
-        errors.append(field)
-    return parsed
-
-
 def flatten_v2(data: object, job_id: str) -> JobTree:
     """Turn the decoded JSON of a v2 job into a `JobTree`; the root is named `job_id`.
 
     The tree is the one the v3 object of the same job flattens to. Raises
     InvalidJobError when `data` is not a job object at all.
     """
-    if not isinstance(data, dict):
-        msg = f"expected a job object, got {type(data).__name__}"
-        raise InvalidJobError(msg)
-    if not any(isinstance(data.get(key), dict) for key in ("metadata", "spec", "status")):
-        msg = "the object has none of metadata, spec or status"
-        raise InvalidJobError(msg)
-    errors: list[str] = []
-    root = V2Job.model_validate(data, context=errors)
-    nodes: list[JobNode] = []
-    seen = {job_id}
-    # Depth-first with an explicit stack, as the v3 walk: (job, ID, parent's ID, depth).
-    stack: list[tuple[V2Job, str, str, int]] = [(root, job_id, "", 0)]
-    while stack:
-        job, node_id, parent_id, depth = stack.pop()
-        meta = job.metadata or JobMetadata()
-        spec = job.spec or V2JobSpec()
-        status = job.status or V2JobStatus()
-        children = [
-            child
-            for child in (_validate_node(raw, errors) for raw in spec.subjobs or ())
-            if child is not None
-        ]
-        nodes.append(
-            JobNode(
-                job_id=node_id,
-                parent_job_id=parent_id,
-                depth=depth,
-                job_type=spec.type or "",
-                cluster_id=spec.clusteruid or "",
-                resource_id=spec.resourceid or "",
-                resource_name=spec.resourcename or "",
-                phase=status.status or None,
-                reason=status.reason or "",
-                created_ns=_timestamp(meta.creationTimestamp, "metadata.creationTimestamp", errors),
-                updated_ns=_timestamp(meta.updateTimestamp, "metadata.updateTimestamp", errors),
-                subjob_phases=_phase_counts(children) if children else None,
-            )
-        )
-        for index in range(len(children) - 1, -1, -1):
-            child = children[index]
-            uid = child.metadata.uid if child.metadata else None
-            child_id = uid if uid and uid not in seen else f"{node_id}.{index}"
-            if not uid or uid in seen:
-                errors.append("metadata.uid")
-            while child_id in seen:
-                child_id += "_"
-            seen.add(child_id)
-            stack.append((child, child_id, node_id, depth + 1))
-    return JobTree(nodes=tuple(nodes), parse_errors=tuple(errors))
+    return flatten(data, job_id, V2Job)
