@@ -377,3 +377,30 @@ def test_dashboard_table_shows_the_failed_job(stack: Stack) -> None:
         standin.DONE_JOB,
         standin.RUNNING_JOB,
     }
+
+
+def _readme_queries() -> list[str]:
+    """The PromQL examples of the README, one query per comment-headed block."""
+    readme = (ROOT / "README.md").read_text()
+    opening = readme.index("```promql", readme.index("### Example queries")) + len("```promql")
+    block = readme[opening : readme.index("```", opening)]
+    queries, current = [], []
+    for line in block.strip().splitlines():
+        if line.startswith("#"):
+            if current:
+                queries.append("\n".join(current))
+            current = []
+        elif line.strip():
+            current.append(line)
+    queries.append("\n".join(current))
+    return queries
+
+
+def test_readme_example_queries_answer(stack: Stack) -> None:
+    """Every example query of the README runs against the real Prometheus and returns data."""
+    queries = _readme_queries()
+    assert len(queries) >= 6
+    for expr in queries:
+        answer = query(stack, expr)
+        assert answer["status"] == "success", (expr, answer)
+        assert answer["data"]["result"], expr
