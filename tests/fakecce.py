@@ -227,8 +227,8 @@ def soak_faults(cap_body: bytes) -> list[tuple[float, Fault | None]]:
         (3, Fault(502, html_page(502, "Bad Gateway"), headers={"Content-Type": "text/html"})),
         (3, Fault(503, json.dumps({"code": "CCE.01503001", "message": "Unavailable"}))),
         # Rare: each pauses every request of the exporter for a second or more.
-        (0.5, Fault(429, throttled)),
-        (0.5, Fault(429, throttled, headers={"Retry-After": "1"})),
+        (0.15, Fault(429, throttled)),
+        (0.15, Fault(429, throttled, headers={"Retry-After": "1"})),
         (3, Fault(delay=5.0)),  # longer than the soak's request timeout
         (3, Fault(reset=True)),
         (2, Fault(200, '{"kind": "Job", "metadata": {"uid": "x"}, "status": {"phase": "Ru')),
