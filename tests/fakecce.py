@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.client import MAX_BODY_BYTES
+
 TOKEN = "test-token"
 CCE_NOT_FOUND = {"error_code": "CCE.01404001", "error_msg": "Job not found"}
 
@@ -243,8 +245,6 @@ def soak_faults(cap_body: bytes) -> list[tuple[float, Fault | None]]:
 
 async def _serve(jobs: int, seed: int) -> None:
     """Serve `jobs` running jobs with random faults until SIGTERM."""
-    from exporter.client import MAX_BODY_BYTES  # noqa: PLC0415 - only the soak server needs it
-
     rng = random.Random(seed)  # noqa: S311 - test data, not cryptography
     cap_body = b" " * (MAX_BODY_BYTES + 1)
     api = FakeCCE()
