@@ -37,6 +37,7 @@ class Fault:
     answering; `abort_after` sends the headers (declaring the whole body) and
     that many bytes of it, then resets; `chunked` streams the body without a
     Content-Length. `times` limits the fault to the job's next that-many requests.
+    `hold` keeps the answer back until the event is set.
     """
 
     status: int = 200
@@ -47,6 +48,7 @@ class Fault:
     abort_after: int | None = None
     chunked: bool = False
     times: int | None = None
+    hold: asyncio.Event | None = None
 
 
 class FakeCCE:
@@ -105,6 +107,8 @@ class FakeCCE:
             delay = fault.delay if fault and fault.delay else self.delay
             if delay:
                 await asyncio.sleep(delay)
+            if fault is not None and fault.hold is not None:
+                await fault.hold.wait()
             if request.headers.get("X-Auth-Token") != TOKEN:
                 return _error(401, "APIG.0301", "Incorrect IAM authentication information")
             if fault is not None and fault.reset:

@@ -5,6 +5,7 @@ the faulty job must cost only itself: its error counted under the right kind,
 the others' series untouched, /metrics answering.
 """
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -295,3 +296,31 @@ async def test_throttled_without_retry_after_pauses_exponentially(rig: Rig) -> N
     series = await _throttled_alone(rig, Fault(429, _cce_error("APIG.0308", "throttled")))
     assert rig.sleeps.calls == [1.0, pytest.approx(0.001), 2.0, pytest.approx(0.001)]
     assert _errors(series, BAD)["throttled"] == 1.0
+
+
+async def test_a_slow_job_does_not_hold_back_the_jobs_polled_beside_it(rig: Rig) -> None:
+    """A job whose answer hangs does not delay the next polls of jobs polled in the same pass."""
+    for job_id in (*HEALTHY, BAD):
+        rig.api.add_job(job_id)
+    release = asyncio.Event()
+    rig.api.faults[BAD] = Fault(hold=release)
+    rig.scheduler.watch([*HEALTHY, BAD])
+    first = asyncio.create_task(rig.poll())
+    try:
+        async with asyncio.timeout(10):
+            # Nothing signals one job's poll ending inside a pass: look.
+            while not all(getattr(rig.store.get(job_id), "polls", 0) for job_id in HEALTHY):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert rig.api.in_flight_by_job[BAD] == 1  # still hanging
+        rig.clock.now += INTERVAL
+        assert sorted(rig.scheduler.due_jobs()) == sorted(HEALTHY)
+        assert sorted(await rig.poll()) == sorted(HEALTHY)
+    finally:
+        release.set()
+        await first
+    assert rig.scheduler.due_jobs() == [BAD]
+    assert {job_id: rig.api.requests[job_id] for job_id in (*HEALTHY, BAD)} == {
+        "ok-1": 2,
+        "ok-2": 2,
+        BAD: 1,
+    }
