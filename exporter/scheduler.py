@@ -193,13 +193,24 @@ class Scheduler:
     async def _pass(self, job_ids: list[str], *, jitter: bool) -> None:
         started = time.monotonic()
         self._in_flight.update(job_ids)
+        # Each job is free to be due again once its own poll ends, not when the
+        # slowest job of the pass ends; these are the ones not yet freed.
+        unreleased = set(job_ids)
+
+        async def poll(job_id: str) -> None:
+            try:
+                await self._poll(job_id, jitter=jitter)
+            finally:
+                unreleased.discard(job_id)
+                self._in_flight.discard(job_id)
+                self._wake.set()
+
         try:
             results = await asyncio.gather(
-                *(self._poll(job_id, jitter=jitter) for job_id in job_ids),
-                return_exceptions=True,
+                *(poll(job_id) for job_id in job_ids), return_exceptions=True
             )
         finally:
-            self._in_flight.difference_update(job_ids)
+            self._in_flight.difference_update(unreleased)
         for job_id, result in zip(job_ids, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
                 raise result

@@ -1,25 +1,54 @@
-"""A real local HTTP server that plays the CCE job API, for tests."""
+"""A real local HTTP server that plays the CCE job API, for tests.
 
+Run as `python -m tests.fakecce --jobs N --seed S` it serves N running jobs
+that answer with random faults (see `soak_faults`), prints its port and
+serves until it is terminated: the soak test's stand-in API, kept out of the
+process whose memory the soak measures.
+"""
+
+import argparse
 import asyncio
+import contextlib
 import json
-from collections import Counter
+import random
+import signal
+import socket
+import struct
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from exporter.client import MAX_BODY_BYTES
+
 TOKEN = "test-token"
+CCE_NOT_FOUND = {"error_code": "CCE.01404001", "error_msg": "Job not found"}
 
 
 @dataclass
 class Fault:
-    """How the server misbehaves for one job: a status and body, or a delay."""
+    """How the server misbehaves for one job.
+
+    `status` and `body` replace the answer (the job itself when `body` is None);
+    `delay` comes first. `reset` drops the connection with a TCP reset before
+    answering; `abort_after` sends the headers (declaring the whole body) and
+    that many bytes of it, then resets; `chunked` streams the body without a
+    Content-Length. `times` limits the fault to the job's next that-many requests.
+    `hold` keeps the answer back until the event is set.
+    """
 
     status: int = 200
     body: str | bytes | None = None
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    reset: bool = False
+    abort_after: int | None = None
+    chunked: bool = False
+    times: int | None = None
+    hold: asyncio.Event | None = None
 
 
 class FakeCCE:
@@ -29,10 +58,15 @@ class FakeCCE:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.faults: dict[str, Fault] = {}
         self.requests: Counter[str] = Counter()
+        # When each request of a job arrived (time.monotonic()).
+        self.arrivals: defaultdict[str, list[float]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.in_flight_by_job: Counter[str] = Counter()
         self.delay = 0.0
         self.on_request: Callable[[web.Request], None] | None = None
+        # Picks a fault for a request of a job without a fixed one (None: answer well).
+        self.chooser: Callable[[str], Fault | None] | None = None
 
     def add_job(self, job_id: str, phase: str = "Running", **extra: Any) -> None:
         """Serve a simple job with that ID and phase."""
@@ -48,29 +82,47 @@ class FakeCCE:
             "status": {"phase": phase, **extra},
         }
 
+    def _fault_for(self, job_id: str) -> Fault | None:
+        fault = self.faults.get(job_id)
+        if fault is not None and fault.times is not None:
+            if fault.times <= 0:
+                return None
+            fault.times -= 1
+        if fault is None and self.chooser is not None:
+            return self.chooser(job_id)
+        return fault
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one GET of a job."""
         job_id = request.match_info["job_id"]
         self.requests[job_id] += 1
+        self.arrivals[job_id].append(time.monotonic())
         if self.on_request is not None:
             self.on_request(request)
         self.in_flight += 1
+        self.in_flight_by_job[job_id] += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            fault = self.faults.get(job_id)
+            fault = self._fault_for(job_id)
             delay = fault.delay if fault and fault.delay else self.delay
             if delay:
                 await asyncio.sleep(delay)
+            if fault is not None and fault.hold is not None:
+                await fault.hold.wait()
             if request.headers.get("X-Auth-Token") != TOKEN:
                 return _error(401, "APIG.0301", "Incorrect IAM authentication information")
+            if fault is not None and fault.reset:
+                _reset(request)
+                return web.Response()  # never sent: the connection is gone
             if fault is not None and fault.body is not None:
-                return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
+                return await _answer(request, fault)
             job = self.jobs.get(job_id)
             if job is None:
-                return _error(404, "CCE.01404001", "Job not found")
+                return _error(404, CCE_NOT_FOUND["error_code"], CCE_NOT_FOUND["error_msg"])
             return web.json_response(job)
         finally:
             self.in_flight -= 1
+            self.in_flight_by_job[job_id] -= 1
 
     def app(self) -> web.Application:
         """Build the aiohttp application."""
@@ -79,9 +131,155 @@ class FakeCCE:
         return app
 
 
+async def _answer(request: web.Request, fault: Fault) -> web.StreamResponse:
+    """Send the fault's body: whole, streamed in chunks, or cut off by a reset."""
+    body = fault.body.encode() if isinstance(fault.body, str) else fault.body
+    assert body is not None
+    if fault.abort_after is None and not fault.chunked:
+        return web.Response(status=fault.status, body=body, headers=fault.headers)
+    response = web.StreamResponse(status=fault.status, headers=fault.headers)
+    if fault.chunked:
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = len(body)
+    await response.prepare(request)
+    end = len(body) if fault.abort_after is None else fault.abort_after
+    step = 1024 * 1024
+    try:
+        for start in range(0, end, step):
+            await response.write(body[start : min(end, start + step)])
+    except ConnectionError:  # the client gave up reading, as it may
+        return response
+    if fault.abort_after is not None:
+        _reset(request)
+        return response
+    await response.write_eof()
+    return response
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP reset (SO_LINGER 0), as a failing proxy does."""
+    transport = request.transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.Response(
         status=status,
         text=json.dumps({"error_code": code, "error_msg": message}),
         content_type="application/json",
     )
+
+
+def job_object(job_id: str, phase: str = "Running", sub_jobs: list[Any] | None = None) -> Any:
+    """Build a v3 job object, optionally with sub-jobs."""
+    job: dict[str, Any] = {
+        "kind": "Job",
+        "apiVersion": "v3",
+        "metadata": {
+            "uid": job_id,
+            "creationTimestamp": "2025-01-01 10:00:00 +0000 UTC",
+            "updateTimestamp": "2025-01-01 10:01:00 +0000 UTC",
+        },
+        "spec": {"type": "CreateNode", "clusterUID": "c-1"},
+        "status": {"phase": phase},
+    }
+    if sub_jobs is not None:
+        job["spec"]["subJobs"] = sub_jobs
+    return job
+
+
+def wide_job(job_id: str, count: int) -> dict[str, Any]:
+    """A running job with `count` direct sub-jobs, every fifth of them Running."""
+    subs = [
+        job_object(f"{job_id}-sub-{index}", "Running" if index % 5 == 0 else "Success")
+        for index in range(count)
+    ]
+    result: dict[str, Any] = job_object(job_id, sub_jobs=subs)
+    return result
+
+
+def deep_job_body(job_id: str, levels: int) -> str:
+    """The JSON text of a job whose sub-jobs nest `levels` deep (one sub-job each).
+
+    Built as text: the json module's own encoder refuses such nesting.
+    """
+    head, tail = [], []
+    for level in range(levels):
+        head.append(
+            f'{{"kind": "Job", "metadata": {{"uid": "{job_id}-{level}"}}, '
+            f'"status": {{"phase": "Running"}}, "spec": {{"type": "Level", "subJobs": ['
+        )
+        tail.append("]}}")
+    return "".join(head) + '{"metadata": {"uid": "leaf"}}' + "".join(reversed(tail))
+
+
+def html_page(status: int, title: str) -> str:
+    """A proxy's error page."""
+    return f"<html><head><title>{status} {title}</title></head><body><h1>{title}</h1></body></html>"
+
+
+def soak_faults(cap_body: bytes) -> list[tuple[float, Fault | None]]:
+    """The soak's menu: (weight, fault) pairs, mostly good answers (None), every fault."""
+    internal = json.dumps({"error_code": "CCE.01500001", "error_msg": "Internal"})
+    throttled = json.dumps({"error_code": "APIG.0308", "error_msg": "over ratelimit"})
+    return [
+        (70, None),
+        (3, Fault(500, internal)),
+        (3, Fault(502, html_page(502, "Bad Gateway"), headers={"Content-Type": "text/html"})),
+        (3, Fault(503, json.dumps({"code": "CCE.01503001", "message": "Unavailable"}))),
+        # Rare: each pauses every request of the exporter for a second or more.
+        (0.15, Fault(429, throttled)),
+        (0.15, Fault(429, throttled, headers={"Retry-After": "1"})),
+        (3, Fault(delay=5.0)),  # longer than the soak's request timeout
+        (3, Fault(reset=True)),
+        (2, Fault(200, '{"kind": "Job", "metadata": {"uid": "x"}, "status": {"phase": "Ru')),
+        (2, Fault(200, json.dumps(job_object("x")), abort_after=40)),
+        (2, Fault(200, '[{"kind": "Job"}]')),
+        (2, Fault(200, cap_body)),  # Content-Length over the cap: refused unread
+        (2, Fault(404, json.dumps(CCE_NOT_FOUND))),
+        (2, Fault(200, deep_job_body("x", 1000))),
+        (2, Fault(200, json.dumps(job_object("x", "Success")))),  # the job finishes
+    ]
+
+
+async def _serve(jobs: int, seed: int) -> None:
+    """Serve `jobs` running jobs with random faults until SIGTERM."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not cryptography
+    cap_body = b" " * (MAX_BODY_BYTES + 1)
+    api = FakeCCE()
+    for index in range(jobs):
+        job_id = f"soak-{index:03d}"
+        api.jobs[job_id] = wide_job(job_id, 20) if index % 10 == 0 else job_object(job_id)
+    menu = soak_faults(cap_body)
+    faults = [fault for _, fault in menu]
+    weights = [weight for weight, _ in menu]
+    api.chooser = lambda _job_id: rng.choices(faults, weights)[0]
+    runner = web.AppRunner(api.app(), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(runner.addresses[0][1], flush=True)  # the parent reads the port
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    with contextlib.suppress(asyncio.CancelledError):
+        await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    """Run the soak's stand-in API."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.jobs, args.seed))
+
+
+if __name__ == "__main__":
+    main()
