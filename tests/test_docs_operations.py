@@ -9,17 +9,11 @@ ROOT = Path(__file__).parent.parent
 
 
 def _operations() -> str:
-    """The Operations section: in the README once merged, in its draft until then."""
-    for path in (ROOT / "README.md", ROOT / "docs" / "operations-draft.md"):
-        text = path.read_text()
-        start = text.find("\n## Operations\n")
-        if start == -1 and text.startswith("## Operations\n"):
-            start = 0
-        if start != -1:
-            end = text.find("\n## ", start + 1)
-            return text[start : end if end != -1 else None]
-    msg = "no ## Operations section in README.md or docs/operations-draft.md"
-    raise AssertionError(msg)
+    """The README's Operations section."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Operations\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
 
 
 def test_operations_explains_every_error_kind() -> None:
