@@ -397,10 +397,19 @@ def _readme_queries() -> list[str]:
 
 
 def test_readme_example_queries_answer(stack: Stack) -> None:
-    """Every example query of the README runs against the real Prometheus and returns data."""
+    """Every example query of the README runs against the real Prometheus and returns data.
+
+    A query over a rate of errors needs two scrapes that saw the counter move,
+    so each query is given up to 30 s to return data.
+    """
     queries = _readme_queries()
     assert len(queries) >= 6
     for expr in queries:
-        answer = query(stack, expr)
-        assert answer["status"] == "success", (expr, answer)
+        deadline = time.monotonic() + 30
+        while True:
+            answer = query(stack, expr)
+            assert answer["status"] == "success", (expr, answer)
+            if answer["data"]["result"] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert answer["data"]["result"], expr
