@@ -88,11 +88,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdecimal():
         return float(value)
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment.tzinfo is None:  # an HTTP date is GMT
         return None
@@ -238,7 +238,11 @@ class CCEClient:
         code = "error"
         body = b""
         try:
-            async with self._session.get(url, headers=headers, timeout=self._timeout) as response:
+            # Redirects are not followed: they would carry the credentials
+            # elsewhere; a 3xx is an invalid response.
+            async with self._session.get(
+                url, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as response:
                 code = str(response.status)
                 body = await _read_capped(response, max_bytes)
                 request_id = response.headers.get("X-Request-Id")

@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 # first, doubling on each throttled answer in a row up to the cap.
 THROTTLE_PAUSE = 1.0
 THROTTLE_PAUSE_CAP = 60.0
+# A Retry-After is honoured exactly up to this many seconds: a maintenance page
+# asking for a day (or a nonsense number) must not stop the exporter for good.
+RETRY_AFTER_CAP = 900.0
 
 Sleep = Callable[[float], Awaitable[None]]
 # Clocks and sleeps are not exact; closer than this counts as there.
@@ -73,7 +76,7 @@ class RateLimiter:
     def throttled(self, retry_after: float | None) -> float:
         """Pause every request after a throttled answer; return the pause in seconds."""
         if retry_after is not None:
-            pause = retry_after
+            pause = min(retry_after, RETRY_AFTER_CAP)
         else:
             pause = self._pause
             self._pause = min(THROTTLE_PAUSE_CAP, self._pause * 2)

@@ -185,8 +185,11 @@ class Scheduler:
         delay = min([*idle, self._clock() + _MAX_SLEEP]) - self._clock()
         self._wake.clear()
         if delay > 0:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+            # a cancellation that arrives as the wait ends, and shutdown hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
         else:
             await asyncio.sleep(0)
 
@@ -234,10 +237,16 @@ class Scheduler:
                 self._record_failure(job_id, exc)
             else:
                 self._record_success(job_id, tree)
-            state = self._store.get(job_id)
-            if job_id in self._due and state is not None:
-                delay = next_delay(state, started, self._settings.poll_interval)
-                self._due[job_id] = started + delay
+            finally:
+                # Even after a bug (an exception other than ApiError), the job
+                # waits its interval: a crash must not turn into a tight loop.
+                self._reschedule(job_id, started)
+
+    def _reschedule(self, job_id: str, started: float) -> None:
+        state = self._store.get(job_id)
+        if job_id in self._due and state is not None:
+            delay = next_delay(state, started, self._settings.poll_interval)
+            self._due[job_id] = started + delay
 
     def _record_success(self, job_id: str, tree: JobTree) -> None:
         before = self._store.get(job_id)

@@ -319,6 +319,8 @@ async def test_long_retry_after_ends_the_poll_but_holds_all_requests(
         ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
         ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
         ("soon", None),
+        ("²", None),
+        ("99999999999999999999999", 1e23),
         ("-3", None),
         (None, None),
     ],
@@ -327,3 +329,14 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     """Retry-After is read as seconds or as an HTTP date; nonsense is ignored."""
     now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
     assert parse_retry_after(header, now) == expected
+
+
+async def test_redirects_are_not_followed(client: CCEClient) -> None:
+    """A 3xx is an invalid response: the token is never sent where a redirect points."""
+    with aioresponses() as mock:
+        mock.get(URL, status=302, headers={"Location": "http://elsewhere.example/steal"})
+        with pytest.raises(ApiError) as caught:
+            await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+        assert [str(url) for _, url in mock.requests] == [URL]
+    assert caught.value.kind is ErrorKind.INVALID_RESPONSE
+    assert caught.value.status == 302

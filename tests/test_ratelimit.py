@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from exporter.ratelimit import THROTTLE_PAUSE_CAP, RateLimiter
+from exporter.ratelimit import RETRY_AFTER_CAP, THROTTLE_PAUSE_CAP, RateLimiter
 
 
 class FakeTime:
@@ -67,3 +67,12 @@ def test_rate_must_be_positive() -> None:
     """A rate of zero or less is refused."""
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0)
+
+
+def test_retry_after_is_capped() -> None:
+    """A Retry-After of a day, or a nonsense number, pauses for at most the cap."""
+    time = FakeTime()
+    limiter = RateLimiter(10, clock=time.clock, sleep=time.sleep)
+    assert limiter.throttled(86_400) == RETRY_AFTER_CAP
+    assert limiter.throttled(1e23) == RETRY_AFTER_CAP
+    assert limiter.paused_for == RETRY_AFTER_CAP

@@ -12,6 +12,7 @@ from exporter.auth import TokenAuth
 from exporter.client import CCEClient
 from exporter.errors import ErrorKind
 from exporter.instruments import Instruments
+from exporter.model import JobTree
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
 from tests.fakecce import TOKEN, FakeCCE, Fault
@@ -246,3 +247,36 @@ async def test_job_that_comes_back_is_polled_normally_again(rig: Rig) -> None:
     assert state.last_ok
     rig.clock.now += 30
     assert await rig.scheduler.poll_due(jitter=False) == ["flaky"]
+
+
+class _Crashing:
+    """A reader with a bug: it raises something other than ApiError."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+        """Fail the way a bug would."""
+        self.calls += 1
+        msg = "a bug"
+        raise RuntimeError(msg)
+
+
+async def test_a_crashing_poll_still_waits_its_interval(
+    instruments: Instruments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll that crashes is logged and the job is polled again only after its interval."""
+    clock = Clock()
+    reader = _Crashing()
+    settings = PollSettings(
+        project_id=PROJECT, poll_interval=30, poll_concurrency=3, finished_retention=600
+    )
+    scheduler = Scheduler(reader, JobStore(), instruments, settings, clock=clock)
+    scheduler.watch(["job-1"])
+    with caplog.at_level(logging.ERROR, logger="exporter.scheduler"):
+        await scheduler.poll_due(jitter=False)
+        assert await scheduler.poll_due(jitter=False) == []
+    assert reader.calls == 1
+    assert [r.getMessage() for r in caplog.records] == ["poll_crashed job_id=job-1"]
+    clock.now += 30
+    assert await scheduler.poll_due(jitter=False) == ["job-1"]
