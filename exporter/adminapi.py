@@ -50,7 +50,9 @@ def _refusal(request: web.Request) -> web.Response | None:
     scheme, _, given = header.partition(" ")
     expected = token.get_secret_value().encode()
     # compare_digest runs in a time that does not depend on where the values differ.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    # surrogateescape: a header that is not UTF-8 is compared (and refused), not a crash.
+    offered = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
         event(log, logging.WARNING, "admin_unauthorized", remote=request.remote or "")
         response = _problem(401, "send Authorization: Bearer <admin_token>")
         response.headers["WWW-Authenticate"] = 'Bearer realm="cce-job-exporter"'

@@ -18,7 +18,6 @@ refused rather than ignored. Relative paths are relative to the file.
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -189,8 +188,14 @@ def load_web_config(path: Path) -> WebConfig:
     except OSError as exc:
         msg = f"cannot read {path}: {exc.strerror or exc}"
         raise WebConfigError(msg) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        msg = f"{path} is not valid YAML: {exc}"
+    except yaml.YAMLError as exc:
+        # Name the place only: PyYAML's own message quotes the file, hashes and all.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        msg = f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}"
+        raise WebConfigError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"{path} is not UTF-8 text"
         raise WebConfigError(msg) from None
     top = _mapping(data, str(path))
     for key in sorted(top.keys() - _TOP_KEYS):
@@ -203,6 +208,10 @@ def load_web_config(path: Path) -> WebConfig:
     tls = _mapping(top.get("tls_server_config"), "tls_server_config")
     context, client_auth = _tls_context(path.parent, tls) if tls else (None, "NoClientCert")
     return WebConfig(path, context, _users(top.get("basic_auth_users")), client_auth)
+
+
+# At most this many bcrypt checks run at once.
+_CONCURRENT_CHECKS = 2
 
 
 class BasicAuth:
@@ -218,7 +227,13 @@ class BasicAuth:
         self._users = dict(users)
         self._key = secrets.token_bytes(32)
         self._known: set[bytes] = set()
-        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=10))
+        # An unknown user is checked against a hash as costly as the costliest
+        # real one, so that the time taken does not tell whether a user exists.
+        rounds = max((int(hashed[4:6]) for hashed in self._users.values()), default=10)
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=rounds))
+        # bcrypt runs in threads; a flood of bad passwords must not take them all
+        # (the same threads resolve the API's host names).
+        self._checks = asyncio.Semaphore(_CONCURRENT_CHECKS)
 
     def __repr__(self) -> str:
         return f"BasicAuth(users={sorted(self._users)})"
@@ -232,7 +247,7 @@ class BasicAuth:
             user, sep, password = (
                 base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
             )
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
             return False
         if not sep:
             return False
@@ -240,7 +255,13 @@ class BasicAuth:
         if digest in self._known:
             return True
         hashed = self._users.get(user)
-        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed or self._dummy)
+        async with self._checks:
+            try:
+                ok = await asyncio.to_thread(
+                    bcrypt.checkpw, password.encode(), hashed or self._dummy
+                )
+            except ValueError:  # bcrypt refuses passwords over 72 bytes
+                ok = False
         if ok and hashed is not None:
             self._known.add(digest)
             return True

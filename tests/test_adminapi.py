@@ -220,3 +220,20 @@ async def test_admin_api_works_behind_basic_auth(
     assert (await client.get("/metrics", headers=basic)).status == 200
     assert (await client.delete("/api/v1/jobs/a", headers=AUTH)).status == 200
     assert [state.job_id for state in store] == []
+
+
+async def test_garbage_credentials_are_refused_not_crashed(
+    aiohttp_client: Any, instruments: Instruments, tmp_path: Path
+) -> None:
+    """Non-ASCII, undecodable or over-long credentials get 401, never a 500."""
+    password_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: {password_hash}\n")
+    client, _, _ = await _client(aiohttp_client, instruments, web_config=config)
+    long_password = base64.b64encode(b"prometheus:" + b"x" * 100).decode()
+    for header in ("Basic \u00e9", f"Basic {long_password}", "Basic !!!", "Bearer \u00e9\u00e9"):
+        for method, path in (("GET", "/metrics"), ("POST", "/api/v1/jobs")):
+            response = await client.request(
+                method, path, headers={"Authorization": header.encode().decode("latin-1")}
+            )
+            assert response.status == 401, (header, path)

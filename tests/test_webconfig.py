@@ -13,7 +13,7 @@ from exporter.exposition import Renderer
 from exporter.instruments import Instruments
 from exporter.state import JobStore
 from exporter.web import WebContext, create_app
-from exporter.webconfig import WebConfigError, load_web_config, secure
+from exporter.webconfig import BasicAuth, WebConfigError, load_web_config, secure
 
 PASSWORD = "scrape-password"
 # Cost 4 keeps the tests quick; the server accepts any cost.
@@ -219,3 +219,23 @@ def test_web_config_accepts_the_toolkit_forms(tls_files: Path) -> None:
     assert config.ssl_context.verify_mode == ssl.CERT_OPTIONAL
     assert config.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_3
     assert hashed not in repr(config)
+
+
+def test_yaml_errors_name_the_place_not_the_content(tmp_path: Path) -> None:
+    """A YAML syntax error says where it is, without quoting the file (hashes and all)."""
+    config = _write(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n  bad: [\n")
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(config)
+    message = str(caught.value)
+    assert "is not valid YAML at line" in message
+    assert HASH[7:20] not in message
+    assert "\n" not in message
+
+
+async def test_unknown_users_cost_as_much_as_known_ones(tmp_path: Path) -> None:
+    """The stand-in hash for unknown users has the cost of the costliest configured hash."""
+    costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=6)).decode()
+    auth = BasicAuth({"a": HASH.encode(), "b": costly.encode()})
+    assert auth._dummy[4:6] == b"06"
+    header = "Basic " + base64.b64encode(b"nobody:pw").decode()
+    assert not await auth.check(header)
