@@ -244,7 +244,7 @@ class CCEClient:
                 url, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
                 code = str(response.status)
-                body = await _read_capped(response, max_bytes)
+                body = await read_capped(response, max_bytes)
                 request_id = response.headers.get("X-Request-Id")
                 retry_after_header = response.headers.get("Retry-After")
         except TimeoutError:
@@ -286,7 +286,7 @@ class _BodyTooLargeError(aiohttp.ClientError):
     """The answer is larger than MAX_BODY_BYTES."""
 
 
-async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     """Read the body, refusing one larger than `max_bytes`."""
     if (response.content_length or 0) > max_bytes:
         msg = f"body of {response.content_length} bytes is over the {max_bytes} byte cap"

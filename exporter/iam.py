@@ -23,6 +23,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.auth import OutgoingRequest
 from exporter.authgate import AuthGate
+from exporter.client import read_capped
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.logs import event
@@ -238,10 +239,14 @@ class IamAuth:
         code = "error"
         try:
             async with self._session.post(
-                self._url, data=self._request_body(), headers=headers, timeout=self._timeout
+                self._url,
+                data=self._request_body(),
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirect would carry the password elsewhere
             ) as response:
                 code = str(response.status)
-                body = await response.content.read(_MAX_BODY + 1)
+                body = await read_capped(response, _MAX_BODY)
                 subject = response.headers.get("X-Subject-Token")
         except TimeoutError:
             raise ApiError(
@@ -254,8 +259,6 @@ class IamAuth:
         finally:
             self._instruments.api_requests.labels(OPERATION, code).inc()
             self._instruments.api_latency.labels(OPERATION).observe(time.perf_counter() - started)
-        if len(body) > _MAX_BODY:
-            raise ApiError(ErrorKind.INVALID_RESPONSE, "IAM: token answer is too large")
         return int(code), body, subject
 
     def _read_token(self, body: bytes, subject: str | None) -> Token:
