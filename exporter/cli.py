@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check-config", action="store_true", help="validate the settings and exit")
     settings = parser.add_argument_group("settings")
     for name, field in Settings.model_fields.items():
-        if name in SECRET_FIELDS:
+        # A secret has no flag (the command line is visible to every user of
+        # the machine); the path of its file may have one.
+        if name in SECRET_FIELDS and not name.endswith("_file"):
             continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{_HELP.get(name, name)} (env {env_name(name)})"

@@ -484,8 +484,6 @@ def check_settings(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
 def _check_sharing(settings: Settings) -> list[tuple[str, str]]:
     """Rules of the settings that find jobs and share the work."""
     problems: list[tuple[str, str]] = []
-    if settings.admin_token and settings.admin_token_file:
-        problems.append(("admin_token_file", "set admin_token or admin_token_file, not both"))
     try:
         index = settings.shard
     except ValueError as exc:

@@ -194,3 +194,13 @@ async def test_demo_runs_and_stops() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_secret_files_have_flags_and_secrets_do_not() -> None:
+    """`--auth-token-file` is a flag; `--auth-token` is not (a command line is public)."""
+    code, out, _ = await _run("--help")
+    assert code == 0
+    assert "--auth-token-file" in out
+    assert "--secret-key-file" in out
+    for secret in ("--auth-token ", "--secret-key ", "--iam-password ", "--admin-token "):
+        assert secret not in out
