@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the parser: the commands, and a flag for every setting that is not a secret."""
     parser = argparse.ArgumentParser(
         prog="cce-job-exporter",
+        # No abbreviations: `--auth-token SECRET` must not pass for `--auth-token-file`.
+        allow_abbrev=False,
         description="Prometheus exporter for Huawei Cloud CCE jobs.",
         epilog=(
             "Every setting can also be set as an environment variable CCE_EXPORTER_<NAME> "
