@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from exporter import __version__, adminapi
 from exporter.auth import Authenticator, TokenAuth
 from exporter.client import CCEClient
-from exporter.config import AUTH_METHODS, Settings, split_host_port
+from exporter.config import AUTH_METHODS, ConfigError, Problem, Settings, split_host_port
 from exporter.demo import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app
 from exporter.discovery import Discovery, DiscoverySettings
 from exporter.exposition import Renderer
@@ -75,7 +75,11 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | bool:
         event(log, logging.WARNING, "tls_verification_disabled", setting="insecure_skip_verify")
         return False
     if settings.ca_bundle is not None:
-        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+        # The bundle adds to the system's trust: the IAM endpoint may be public
+        # while the CCE endpoint sits behind a private CA.
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=str(settings.ca_bundle))
+        return context
     return True
 
 
@@ -189,8 +193,9 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
 async def run_once(settings: Settings) -> int:
     """Poll every watched job once and print the exposition; 0 if every poll succeeded."""
     async with exporter(settings) as ex:
+        listed = True
         if ex.discovery is not None:
-            await ex.discovery.refresh()
+            listed = (await ex.discovery.refresh()).ok
         if not ex.store:
             event(
                 log,
@@ -201,7 +206,7 @@ async def run_once(settings: Settings) -> int:
         await ex.scheduler.poll_due(jitter=False)
         sys.stdout.buffer.write(ex.renderer.render(ex.store))
         sys.stdout.flush()
-        return 0 if all(state.last_ok for state in ex.store) else 1
+        return 0 if listed and all(state.last_ok for state in ex.store) else 1
 
 
 async def _serve_http(ex: Exporter) -> web.AppRunner:
@@ -217,7 +222,13 @@ async def _serve_http(ex: Exporter) -> web.AppRunner:
     await runner.setup()
     host, port = split_host_port(ex.settings.listen_address)
     site = web.TCPSite(runner, host, port, ssl_context=server_tls)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = exc.strerror or str(exc)
+        problem = Problem("listen_address", "", f"cannot listen on {host}:{port}: {reason}")
+        raise ConfigError([problem]) from None
     event(log, logging.INFO, "listening", address=ex.settings.listen_address, version=__version__)
     return runner
 
@@ -236,6 +247,19 @@ async def run_service(
         runner = await _serve_http(ex)
         coros = [ex.scheduler.run(), *ex.background(), *(companions(ex) if companions else [])]
         tasks = [asyncio.create_task(coro) for coro in coros]
+        broken: list[asyncio.Task[None]] = []
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # These loops run until cancelled: one that ends is a bug, and a
+            # process that silently stopped polling would serve stale data.
+            if task.cancelled() or stop.is_set():
+                return
+            broken.append(task)
+            log.error("loop_ended task=%s", task.get_coro(), exc_info=task.exception())
+            stop.set()
+
+        for task in tasks:
+            task.add_done_callback(ended)
         event(
             log,
             logging.INFO,
@@ -250,10 +274,10 @@ async def run_service(
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE)
             await runner.cleanup()
     event(log, logging.INFO, "stopped")
-    return 0
+    return 1 if broken else 0
 
 
 async def run_demo(settings: Settings, stop: asyncio.Event) -> int:

@@ -91,17 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         settings = load_settings(flags, args.config, demo=args.demo)
+        if args.check_config:
+            print("configuration OK")
+            return 0
+        setup_logging(settings.log_level.value, settings.log_format.value)
+        if args.once:
+            return asyncio.run(run_once(settings))
+        return asyncio.run(_serve(settings, demo=args.demo))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"cce-job-exporter: configuration error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.check_config:
-        print("configuration OK")
-        return 0
-    setup_logging(settings.log_level.value, settings.log_format.value)
-    if args.once:
-        return asyncio.run(run_once(settings))
-    return asyncio.run(_serve(settings, demo=args.demo))
 
 
 async def _serve(settings: Settings, *, demo: bool) -> int:

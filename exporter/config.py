@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -75,6 +76,14 @@ def _read_secret_file(value: object) -> object:
         msg = f"{path} is empty"
         raise ValueError(msg)
     return secret
+
+
+def _readable_file(value: Path | None) -> Path | None:
+    """Check that a file setting names a file."""
+    if value is not None and not value.is_file():
+        msg = f"{value} is not a readable file"
+        raise ValueError(msg)
+    return value
 
 
 def _split_list(value: object) -> object:
@@ -200,10 +209,7 @@ class Settings(BaseSettings):
     @field_validator("job_ids_file")
     @classmethod
     def _check_job_ids_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            msg = f"{value} is not a readable file"
-            raise ValueError(msg)
-        return value
+        return _readable_file(value)
 
     @field_validator("listen_address")
     @classmethod
@@ -229,9 +235,12 @@ class Settings(BaseSettings):
     @field_validator("ca_bundle")
     @classmethod
     def _check_ca_bundle(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            msg = f"{value} is not a readable file"
-            raise ValueError(msg)
+        if _readable_file(value) is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=str(value))
+            except (ssl.SSLError, OSError) as exc:
+                msg = f"{value} holds no PEM certificate that can be trusted: {exc}"
+                raise ValueError(msg) from None
         return value
 
     @classmethod

@@ -1,9 +1,15 @@
+import tempfile
 from pathlib import Path
 
 import pytest
+import trustme
 
 from exporter.cli import build_parser
 from exporter.config import SECRET_FIELDS, ConfigError, Settings, load_settings
+
+# A real CA certificate, for the settings that need one (a ca_bundle is checked).
+CA_FILE = str(Path(tempfile.mkdtemp()) / "ca.pem")
+trustme.CA().cert_pem.write_to_path(CA_FILE)
 
 BASE = {"project_id": "p", "endpoint": "http://127.0.0.1:1"}
 
@@ -57,7 +63,7 @@ def test_iam_settings_derive_the_endpoint(clean_env: pytest.MonkeyPatch) -> None
         ({"AUTH_TOKEN": "t"}, {"iam_endpoint": "https://iam.example.com"}, "exactly one way"),
         ({"IAM_PASSWORD": "p"}, {"iam_endpoint": "http://iam.example.com"}, "plain http://"),
         ({"AUTH_TOKEN": "t"}, {"iam_endpoint": "http://u:p@127.0.0.1"}, "takes no user"),
-        ({"AUTH_TOKEN": "t"}, {"insecure_skip_verify": "true", "ca_bundle": __file__}, "no effect"),
+        ({"AUTH_TOKEN": "t"}, {"insecure_skip_verify": "true", "ca_bundle": CA_FILE}, "no effect"),
     ],
 )
 def test_authentication_rules(

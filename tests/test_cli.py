@@ -204,3 +204,32 @@ async def test_secret_files_have_flags_and_secrets_do_not() -> None:
     assert "--secret-key-file" in out
     for secret in ("--auth-token ", "--secret-key ", "--iam-password ", "--admin-token "):
         assert secret not in out
+
+
+async def test_a_port_in_use_is_a_clean_configuration_error(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A listen_address that cannot be bound is one message and exit 2, no traceback."""
+    api = FakeCCE()
+    server = await aiohttp_server(api.app())
+    taken = server.port
+    code, _, err = await _run(
+        "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--listen-address", f"127.0.0.1:{taken}", env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
+    )  # fmt: skip
+    assert code == 2
+    assert "Traceback" not in err
+    assert f"configuration error: listen_address: cannot listen on 127.0.0.1:{taken}" in err
+
+
+async def test_a_ca_bundle_without_certificates_is_refused(tmp_path: Any) -> None:
+    """A ca_bundle that holds no PEM certificate fails --check-config, naming the setting."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    code, _, err = await _run(
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        "--ca-bundle", str(bundle), env=_env(CCE_EXPORTER_AUTH_TOKEN="t"),
+    )  # fmt: skip
+    assert code == 2
+    assert "ca_bundle (flag --ca-bundle):" in err
+    assert "holds no PEM certificate" in err
