@@ -82,6 +82,9 @@ class Scheduler:
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        self._watched = {
+            state: instruments.watched_jobs.labels(state) for state in ("active", "finished")
+        }
 
     @property
     def ready(self) -> bool:
@@ -95,11 +98,12 @@ class Scheduler:
         for job_id in job_ids:
             if job_id in self._store:
                 continue
-            self._store.put(JobState(job_id))
+            state = JobState(job_id)
+            self._store.put(state)
+            self._tally(None, state)
             self._due[job_id] = now
             added.append(job_id)
         if added:
-            self._count_watched()
             self._wake.set()
         return added
 
@@ -112,19 +116,19 @@ class Scheduler:
         if state.job_id in self._store:
             return False
         self._store.put(state)
+        self._tally(None, state)
         if not state.finished:
             self._due[state.job_id] = self._clock()
             self._wake.set()
-        self._count_watched()
         return True
 
     def unwatch(self, job_id: str) -> bool:
         """Stop watching a job and drop its series; return whether it was watched."""
-        found = job_id in self._store
+        state = self._store.get(job_id)
         self._store.remove(job_id)
         self._due.pop(job_id, None)
-        self._count_watched()
-        return found
+        self._tally(state, None)
+        return state is not None
 
     def due_jobs(self) -> list[str]:
         """List the jobs whose poll is due now and not already under way."""
@@ -221,7 +225,6 @@ class Scheduler:
                 # A bug, not an API failure: keep the other jobs going and say so.
                 log.error("poll_crashed job_id=%s", job_id, exc_info=result)
         self._instruments.poll_cycle.set(time.monotonic() - started)
-        self._count_watched()
         self._wake.set()
 
     async def _poll(self, job_id: str, *, jitter: bool) -> None:
@@ -254,6 +257,7 @@ class Scheduler:
             return
         after = before.succeeded(tree, self._clock())
         self._store.put(after)
+        self._tally(before, after)
         for field in tree.parse_errors:
             self._instruments.parse_errors.labels(field).inc()
         if before.failing:
@@ -290,7 +294,8 @@ class Scheduler:
         elif log.isEnabledFor(logging.DEBUG):
             event(log, logging.DEBUG, "job_poll_failed", job_id=job_id, error=exc.kind.value)
 
-    def _count_watched(self) -> None:
-        finished = sum(1 for state in self._store if state.finished)
-        self._instruments.watched_jobs.labels("active").set(len(self._store) - finished)
-        self._instruments.watched_jobs.labels("finished").set(finished)
+    def _tally(self, before: JobState | None, after: JobState | None) -> None:
+        """Keep cce_exporter_watched_jobs up to date as one job's state changes."""
+        for state, change in ((before, -1), (after, 1)):
+            if state is not None:
+                self._watched["finished" if state.finished else "active"].inc(change)

@@ -280,3 +280,27 @@ async def test_a_crashing_poll_still_waits_its_interval(
     assert [r.getMessage() for r in caplog.records] == ["poll_crashed job_id=job-1"]
     clock.now += 30
     assert await scheduler.poll_due(jitter=False) == ["job-1"]
+
+
+async def test_watched_jobs_gauge_follows_every_change(rig: Rig) -> None:
+    """cce_exporter_watched_jobs matches the store through watch, finish, expiry, unwatch."""
+
+    def gauge() -> tuple[float | None, float | None]:
+        get = rig.instruments.registry.get_sample_value
+        return (
+            get("cce_exporter_watched_jobs", {"state": "active"}),
+            get("cce_exporter_watched_jobs", {"state": "finished"}),
+        )
+
+    rig.api.add_job("run")
+    rig.api.add_job("done", phase="Success")
+    rig.scheduler.watch(["run", "done", "gone"])
+    assert gauge() == (3, 0)
+    await rig.scheduler.poll_due(jitter=False)
+    assert gauge() == (2, 1)
+    rig.scheduler.unwatch("run")
+    assert gauge() == (1, 1)
+    rig.clock.now += 600
+    rig.scheduler.expire()
+    assert gauge() == (0, 0)
+    assert len(rig.store) == 0
