@@ -219,20 +219,13 @@ def _render_node(lines: dict[Family, list[str]], node: JobNode, p: str, root_id:
         lines[Family.DURATION].append(
             f"cce_job_duration_seconds{{{base}}} {_seconds(node.updated_ns - node.created_ns)}\n"
         )
-    if node.subjob_phases is not None:
-        total = 0
-        succeeded = 0
-        for phase, count in node.subjob_phases:
-            lines[Family.SUBJOBS].append(
-                f'cce_job_subjobs{{{job},phase="{_escape(phase)}",{tail}}} {float(count)}\n'
-            )
-            total += count
-            if phase == "Success":
-                succeeded = count
-        if total:
-            lines[Family.PROGRESS].append(
-                f"cce_job_progress_ratio{{{base}}} {_go_float(succeeded / total)}\n"
-            )
+    for phase, count in node.subjob_phases or ():
+        lines[Family.SUBJOBS].append(
+            f'cce_job_subjobs{{{job},phase="{_escape(phase)}",{tail}}} {float(count)}\n'
+        )
+    progress = node.progress
+    if progress is not None:
+        lines[Family.PROGRESS].append(f"cce_job_progress_ratio{{{base}}} {_go_float(progress)}\n")
     if node.reason:
         reason = _escape(node.reason[:REASON_MAX_CHARS])
         lines[Family.REASON].append(

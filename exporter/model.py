@@ -153,6 +153,15 @@ class JobNode:
     # Direct sub-jobs by phase, the four known phases first and always present;
     # None for a job without sub-jobs.
     subjob_phases: tuple[tuple[str, int], ...] | None
+    # Every direct sub-job, with a phase or not.
+    subjob_total: int = 0
+
+    @property
+    def progress(self) -> float | None:
+        """Share of all direct sub-jobs in Success; None for a job without sub-jobs."""
+        if not self.subjob_total or self.subjob_phases is None:
+            return None
+        return dict(self.subjob_phases)["Success"] / self.subjob_total
 
     @property
     def finished(self) -> bool:
@@ -230,6 +239,7 @@ def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
                 created_ns=_timestamp(facts.created, "metadata.creationTimestamp", errors),
                 updated_ns=_timestamp(facts.updated, "metadata.updateTimestamp", errors),
                 subjob_phases=_phase_counts(children) if children else None,
+                subjob_total=len(children),
             )
         )
         # Reversed so that the stack pops them in document order.

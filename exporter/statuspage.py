@@ -53,11 +53,7 @@ def node_duration(node: JobNode, now: float) -> float | None:
 
 def node_progress(node: JobNode) -> float | None:
     """Share of the direct sub-jobs that succeeded, or None without sub-jobs."""
-    if node.subjob_phases is None:
-        return None
-    counts = dict(node.subjob_phases)
-    total = sum(counts.values())
-    return counts.get("Success", 0) / total if total else None
+    return node.progress
 
 
 def node_json(node: JobNode, now: float) -> dict[str, Any]:
@@ -148,12 +144,10 @@ def _phase_badge(phase: str | None) -> str:
 
 
 def _progress_bar(node: JobNode) -> str:
-    if node.subjob_phases is None:
+    if node.subjob_phases is None or not node.subjob_total:
         return ""
     counts = dict(node.subjob_phases)
-    total = sum(counts.values())
-    if not total:
-        return ""
+    total = node.subjob_total
     parts = []
     # Done first, then under way, then waiting: the bar fills from the left.
     order = ["Success", "Failed", "Running", "Initializing"]

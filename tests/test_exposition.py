@@ -228,9 +228,8 @@ class _Reference:
                 if node.subjob_phases:
                     for name, count in node.subjob_phases:
                         subjobs.add_metric([*b, name], count)
-                    total = sum(count for _, count in node.subjob_phases)
                     done = dict(node.subjob_phases)["Success"]
-                    progress.add_metric(b, done / total)
+                    progress.add_metric(b, done / node.subjob_total)
                 if node.reason:
                     reason.add_metric([*b, node.reason[:200]], 1)
             success.add_metric([p, state.job_id], float(state.last_ok))

@@ -102,6 +102,15 @@ def test_unknown_phase_is_kept_and_counted() -> None:
     }
 
 
+def test_progress_counts_every_direct_sub_job() -> None:
+    """Progress is Success over all direct sub-jobs, those without a phase included."""
+    data = {"spec": {"subJobs": [{"status": {"phase": "Success"}}, {"metadata": {"uid": "x"}}]}}
+    root = flatten(data, "root").root
+    assert root.subjob_total == 2
+    assert root.progress == 0.5
+    assert flatten({"status": {"phase": "Running"}}, "leaf").root.progress is None
+
+
 def test_missing_and_duplicate_uids_get_unique_ids() -> None:
     """Sub-jobs without a uid, or repeating one, still get distinct IDs."""
     data = {
