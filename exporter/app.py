@@ -59,6 +59,11 @@ class Exporter:
     jobs_file: JobsFile | None = None
     discovery: Discovery | None = None
 
+    def ready(self) -> bool:
+        """Tell whether every watched job was polled once (and the job list read once)."""
+        listed = self.discovery is None or self.discovery.tried
+        return listed and self.scheduler.ready
+
     def background(self) -> list[Coroutine[Any, Any, None]]:
         """Return the loops that feed the watch list beside the poll loop."""
         loops = []
@@ -210,9 +215,7 @@ async def run_once(settings: Settings) -> int:
 
 
 async def _serve_http(ex: Exporter) -> web.AppRunner:
-    app = create_app(
-        WebContext(ex.store, ex.renderer, lambda: ex.scheduler.ready, ex.settings.project_id or "")
-    )
+    app = create_app(WebContext(ex.store, ex.renderer, ex.ready, ex.settings.project_id or ""))
     web_config = ex.settings.web_config_file
     server_tls = secure(app, load_web_config(web_config) if web_config else None)
     adminapi.register(app, adminapi.AdminContext(ex.watchlist, ex.settings.admin_secret))
@@ -316,17 +319,20 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
         return await run_service(
             demo_settings,
             stop,
-            None if settings.discover else lambda ex: [_follow_demo_arrivals(cloud, ex.scheduler)],
+            None if settings.discover else lambda ex: [_follow_demo_arrivals(cloud, ex.watchlist)],
         )
     finally:
         await runner.cleanup()
 
 
-async def _follow_demo_arrivals(cloud: DemoCloud, scheduler: Scheduler) -> None:
-    """Watch each new demo job as it arrives."""
+async def _follow_demo_arrivals(cloud: DemoCloud, watchlist: WatchList) -> None:
+    """Watch each new demo job as it arrives, through the same gate as every route."""
+    offered: set[str] = set()
     while True:
         await asyncio.sleep(_DEMO_ARRIVAL_CHECK)
-        for job_id in scheduler.watch(job.job_id for job in cloud.jobs()):
+        new = [job.job_id for job in cloud.jobs() if job.job_id not in offered]
+        offered.update(new)
+        for job_id in watchlist.add(Route.SETTINGS, new).added:
             event(log, logging.INFO, "demo_job_arrived", job_id=job_id)
 
 

@@ -279,11 +279,7 @@ class Settings(BaseSettings):
         """The IAM base URL: `iam_endpoint`, or the one derived from `region`."""
         if self.iam_endpoint:
             return self.iam_endpoint
-        if self.region is None:  # excluded by check_settings
-            msg = "neither iam_endpoint nor region is set"
-            raise RuntimeError(msg)
-        domain = "myhuaweicloud.eu" if self.region.startswith("eu-") else "myhuaweicloud.com"
-        return f"https://iam.{self.region}.{domain}"
+        return self._regional("iam")
 
     @property
     def admin_secret(self) -> SecretStr | None:
@@ -302,11 +298,15 @@ class Settings(BaseSettings):
         """The CCE base URL: `endpoint`, or the one derived from `region`."""
         if self.endpoint:
             return self.endpoint
+        return self._regional("cce")
+
+    def _regional(self, service: str) -> str:
+        """Return the URL of a service in `region` (European regions have their own domain)."""
         if self.region is None:  # excluded by check_settings
-            msg = "neither endpoint nor region is set"
+            msg = f"no region to derive the {service} endpoint from"
             raise RuntimeError(msg)
         domain = "myhuaweicloud.eu" if self.region.startswith("eu-") else "myhuaweicloud.com"
-        return f"https://cce.{self.region}.{domain}"
+        return f"https://{service}.{self.region}.{domain}"
 
 
 # The settings of each way of authenticating; exactly one way may be used.

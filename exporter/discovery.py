@@ -72,6 +72,8 @@ class Discovery:
     ) -> None:
         self._lister = lister
         self._watchlist = watchlist
+        # Whether the list has been read (or tried) once: until then, readiness waits.
+        self.tried = False
         self._instruments = instruments
         self._settings = settings
         self._clock = clock
@@ -86,6 +88,7 @@ class Discovery:
         try:
             listed = await self._lister.list_jobs(self._settings.project_id)
         except ApiError as exc:
+            self.tried = True
             event(
                 log,
                 logging.WARNING,
@@ -95,6 +98,7 @@ class Discovery:
                 kept=len(self._done),
             )
             return Pass(0, 0, 0, ok=False)
+        self.tried = True
         now = self._clock()
         present: set[str] = set()
         invalid: set[str] = set()

@@ -217,3 +217,16 @@ async def test_three_replicas_split_sixty_jobs(cce: FakeCCE, server: TestServer)
     assert set().union(*shares) == all_ids
     assert sum(len(share) for share in shares) == 60
     assert all(shares)
+
+
+async def test_not_ready_before_the_first_read_of_the_list(
+    cce: FakeCCE, server: TestServer
+) -> None:
+    """A discovering exporter is ready only once it has read the job list and polled its jobs."""
+    async with exporter(_settings(server)) as ex:
+        assert ex.discovery is not None
+        assert not ex.ready()
+        await ex.discovery.refresh()
+        assert not ex.ready()  # the jobs it found are not polled yet
+        await ex.scheduler.poll_due(jitter=False)
+        assert ex.ready()
