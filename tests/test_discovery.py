@@ -223,6 +223,7 @@ async def test_not_ready_before_the_first_read_of_the_list(
     cce: FakeCCE, server: TestServer
 ) -> None:
     """A discovering exporter is ready only once it has read the job list and polled its jobs."""
+    cce.add("running", created=time.time() - 60)
     async with exporter(_settings(server)) as ex:
         assert ex.discovery is not None
         assert not ex.ready()
