@@ -10,12 +10,50 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.instruments import Instruments
+from exporter.model import JobTree
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE_JOB_ID = "354331b2c-229a-11e8-9c75-0255ac100ceb"
 EXAMPLE_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        """Tell the time."""
+        return self.now
+
+
+class Sleeps:
+    """Records the sleeps asked for, and moves a fake clock by them instead of sleeping."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+        self.calls: list[float] = []
+
+    def clock(self) -> float:
+        """Tell the fake time."""
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Record a sleep and let the fake time pass."""
+        self.calls.append(seconds)
+        self.now += seconds
+
+
+class NoReads:
+    """A job reader for tests that must not poll: any read is a failure."""
+
+    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+        """Fail the test."""
+        msg = f"no poll expected, yet {job_id} was read"
+        raise AssertionError(msg)
 
 
 @pytest.fixture

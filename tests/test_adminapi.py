@@ -10,20 +10,15 @@ from pydantic import SecretStr
 from exporter import adminapi
 from exporter.exposition import Renderer
 from exporter.instruments import Instruments
-from exporter.model import JobTree
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.sharding import Shard
 from exporter.state import JobStore
 from exporter.watchlist import Route, WatchList
 from exporter.web import WebContext, create_app
 from exporter.webconfig import load_web_config, secure
+from tests.conftest import NoReads
 
 ADMIN = "s3cret-admin-token"
-
-
-class _NoReads:
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
-        raise AssertionError("no poll expected")
 
 
 async def _client(
@@ -37,7 +32,7 @@ async def _client(
 ) -> tuple[TestClient[Any, Any], WatchList, JobStore]:
     store = JobStore()
     scheduler = Scheduler(
-        _NoReads(),
+        NoReads(),
         store,
         instruments,
         PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
@@ -188,7 +183,7 @@ def test_the_context_never_shows_the_token(instruments: Instruments) -> None:
     """The admin context's repr says whether the API is on, never the token."""
     store = JobStore()
     scheduler = Scheduler(
-        _NoReads(),
+        NoReads(),
         store,
         instruments,
         PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),

@@ -5,19 +5,9 @@ import pytest
 
 from exporter.authgate import AuthGate, backoff_delays
 from exporter.errors import ApiError, ErrorKind
+from tests.conftest import Clock
 
 HINTS = {ErrorKind.UNAUTHORIZED: "check the keys", ErrorKind.FORBIDDEN: "grant cce:job:get"}
-
-
-class Clock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        """Tell the time."""
-        return self.now
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
@@ -28,7 +18,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 
 async def test_only_one_request_at_a_time_until_the_credentials_work() -> None:
     """At start-up one probe goes alone; once it succeeds, requests are no longer serialised."""
-    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    gate = AuthGate("CCE API", HINTS, clock=Clock(1000.0))
     probe = await gate.admit()
     waiter = asyncio.create_task(gate.admit())
     await asyncio.sleep(0)
@@ -45,7 +35,7 @@ async def test_refusal_backs_off_without_touching_the_network(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """After a 401, requests fail at once as unauthorized until the backoff has passed."""
-    clock = Clock()
+    clock = Clock(1000.0)
     gate = AuthGate("CCE API", HINTS, base_delay=10, clock=clock)
     caplog.set_level(logging.DEBUG, logger="exporter.authgate")
     (await gate.admit()).settle(401, "APIG.0301: Incorrect IAM authentication information")
@@ -74,7 +64,7 @@ async def test_refusal_backs_off_without_touching_the_network(
 
 async def test_waiters_behind_a_refused_probe_fail_without_sending() -> None:
     """Requests queued behind the probe are refused when the probe is refused."""
-    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    gate = AuthGate("CCE API", HINTS, clock=Clock(1000.0))
     probe = await gate.admit()
     waiters = [asyncio.create_task(gate.admit()) for _ in range(5)]
     await asyncio.sleep(0)
@@ -85,7 +75,7 @@ async def test_waiters_behind_a_refused_probe_fail_without_sending() -> None:
 
 async def test_inconclusive_answers_release_the_probe() -> None:
     """A timeout or a 500 says nothing of the credentials: the next request may probe."""
-    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    gate = AuthGate("CCE API", HINTS, clock=Clock(1000.0))
     (await gate.admit()).settle(None)
     (await gate.admit()).settle(503)
     (await gate.admit()).settle(429)
@@ -97,7 +87,7 @@ async def test_inconclusive_answers_release_the_probe() -> None:
 
 async def test_retry_now_skips_the_backoff_once(caplog: pytest.LogCaptureFixture) -> None:
     """A refusal after which the credentials were renewed may be retried at once, unlogged."""
-    gate = AuthGate("IAM", HINTS, clock=Clock())
+    gate = AuthGate("IAM", HINTS, clock=Clock(1000.0))
     (await gate.admit()).settle(401, "expired", retry_now=True)
     ticket = await gate.admit()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -111,7 +101,7 @@ async def test_retry_now_skips_the_backoff_once(caplog: pytest.LogCaptureFixture
 
 async def test_cancelled_waiter_does_not_hold_the_probe() -> None:
     """A request cancelled while waiting for the probe leaves the gate usable."""
-    gate = AuthGate("CCE API", HINTS, clock=Clock())
+    gate = AuthGate("CCE API", HINTS, clock=Clock(1000.0))
     probe = await gate.admit()
     waiter = asyncio.create_task(gate.admit())
     await asyncio.sleep(0)

@@ -14,7 +14,7 @@ from exporter.client import MAX_BODY_BYTES, CCEClient, RetryPolicy, parse_retry_
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.ratelimit import RateLimiter
-from tests.conftest import EXAMPLE_JOB_ID
+from tests.conftest import EXAMPLE_JOB_ID, Sleeps
 
 ENDPOINT = "https://cce.cn-north-4.myhuaweicloud.com"
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -175,23 +175,6 @@ async def test_body_over_the_cap_is_refused(client: CCEClient) -> None:
             await client.show_job(PROJECT, EXAMPLE_JOB_ID)
     assert caught.value.kind is ErrorKind.INVALID_RESPONSE
     assert "cap" in caught.value.detail
-
-
-class Sleeps:
-    """Records the sleeps asked for, and moves a fake clock by them instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.calls: list[float] = []
-
-    def clock(self) -> float:
-        """Tell the fake time."""
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Record a sleep and let the fake time pass."""
-        self.calls.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

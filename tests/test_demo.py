@@ -10,22 +10,12 @@ from exporter.model import flatten
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
 from exporter.timestamps import parse_timestamp
-
-
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        """Tell the time."""
-        return self.now
+from tests.conftest import Clock
 
 
 def test_jobs_move_through_their_phases() -> None:
     """A demo job goes Initializing, Running, then Success, with sub-jobs in step."""
-    clock = Clock()
+    clock = Clock(1_800_000_000.0)
     cloud = DemoCloud(clock=clock, initial_jobs=1)
     (job,) = cloud.jobs()
     seen = []
@@ -42,7 +32,7 @@ def test_jobs_move_through_their_phases() -> None:
 
 def test_failing_template_fails_with_a_reason() -> None:
     """The scale-up demo job ends Failed with the reason on the job and its sub-job."""
-    clock = Clock()
+    clock = Clock(1_800_000_000.0)
     cloud = DemoCloud(clock=clock, initial_jobs=3)
     job = next(job for job in cloud.jobs() if job.template.job_type == "ScaleupCluster")
     clock.now += 600
@@ -54,7 +44,7 @@ def test_failing_template_fails_with_a_reason() -> None:
 
 def test_new_jobs_keep_arriving() -> None:
     """Every arrival interval one more job exists."""
-    clock = Clock()
+    clock = Clock(1_800_000_000.0)
     cloud = DemoCloud(clock=clock, initial_jobs=4, arrival=40)
     assert len(cloud.jobs()) == 4
     clock.now += 40
@@ -75,7 +65,7 @@ async def test_exporter_follows_the_demo_through_the_real_client(
     aiohttp_server: AiohttpServer, instruments: Instruments
 ) -> None:
     """Polled over HTTP, demo jobs change phase as the simulated time passes."""
-    clock = Clock()
+    clock = Clock(1_800_000_000.0)
     cloud = DemoCloud(clock=clock)
     server = await aiohttp_server(create_demo_app(cloud))
     store = JobStore()

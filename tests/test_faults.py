@@ -24,7 +24,7 @@ from exporter.ratelimit import RateLimiter
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
 from exporter.web import WebContext, create_app
-from tests.conftest import Series, labels, parse_series
+from tests.conftest import Clock, Series, Sleeps, labels, parse_series
 from tests.fakecce import (
     CCE_NOT_FOUND,
     TOKEN,
@@ -35,7 +35,6 @@ from tests.fakecce import (
     job_object,
     wide_job,
 )
-from tests.test_client import Sleeps
 
 PROJECT = "proj"
 HEALTHY = ("ok-1", "ok-2")
@@ -43,17 +42,6 @@ BAD = "bad"
 INTERVAL = 30.0
 # Short, so that the timeout case costs under a second of real time (3 attempts).
 REQUEST_TIMEOUT = 0.3
-
-
-class Clock:
-    """The scheduler's clock: moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        """Tell the time."""
-        return self.now
 
 
 @dataclass

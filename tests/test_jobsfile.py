@@ -6,21 +6,16 @@ import pytest
 
 from exporter.instruments import Instruments
 from exporter.jobsfile import JobsFile, parse_job_ids
-from exporter.model import JobTree
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
 from exporter.watchlist import Route, WatchList
-
-
-class _NoReads:
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
-        raise AssertionError("no poll expected")
+from tests.conftest import NoReads
 
 
 def _setup(instruments: Instruments, *, max_jobs: int = 100) -> tuple[WatchList, JobStore]:
     store = JobStore()
     scheduler = Scheduler(
-        _NoReads(),
+        NoReads(),
         store,
         instruments,
         PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),

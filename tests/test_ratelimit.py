@@ -3,28 +3,12 @@ import asyncio
 import pytest
 
 from exporter.ratelimit import RETRY_AFTER_CAP, THROTTLE_PAUSE_CAP, RateLimiter
-
-
-class FakeTime:
-    """A clock that moves only by the sleeps asked for."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        """Tell the fake time."""
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Let fake time pass."""
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.conftest import Sleeps
 
 
 async def test_burst_then_steady_rate() -> None:
     """A full bucket lets `rate` requests through at once, then one per 1/rate seconds."""
-    time = FakeTime()
+    time = Sleeps(0.0)
     limiter = RateLimiter(10, clock=time.clock, sleep=time.sleep)
     for _ in range(10):
         await limiter.acquire()
@@ -36,7 +20,7 @@ async def test_burst_then_steady_rate() -> None:
 
 async def test_concurrent_waiters_share_the_rate() -> None:
     """Many tasks acquiring at once are held to the rate together."""
-    time = FakeTime()
+    time = Sleeps(0.0)
     limiter = RateLimiter(5, clock=time.clock, sleep=time.sleep)
     await asyncio.gather(*(limiter.acquire() for _ in range(25)))
     assert time.now == pytest.approx(4.0)
@@ -44,7 +28,7 @@ async def test_concurrent_waiters_share_the_rate() -> None:
 
 async def test_retry_after_pauses_everyone_exactly() -> None:
     """After a throttled answer with Retry-After, no token is given before it has passed."""
-    time = FakeTime()
+    time = Sleeps(0.0)
     limiter = RateLimiter(100, clock=time.clock, sleep=time.sleep)
     assert limiter.throttled(12.5) == 12.5
     assert limiter.paused_for == 12.5
@@ -54,7 +38,7 @@ async def test_retry_after_pauses_everyone_exactly() -> None:
 
 async def test_throttle_without_retry_after_doubles_until_success() -> None:
     """Throttled answers in a row pause 1, 2, 4 ... seconds, up to a cap; success resets."""
-    time = FakeTime()
+    time = Sleeps(0.0)
     limiter = RateLimiter(1, clock=time.clock, sleep=time.sleep)
     pauses = [limiter.throttled(None) for _ in range(8)]
     assert pauses == [1, 2, 4, 8, 16, 32, 60, 60]
@@ -71,7 +55,7 @@ def test_rate_must_be_positive() -> None:
 
 def test_retry_after_is_capped() -> None:
     """A Retry-After of a day, or a nonsense number, pauses for at most the cap."""
-    time = FakeTime()
+    time = Sleeps(0.0)
     limiter = RateLimiter(10, clock=time.clock, sleep=time.sleep)
     assert limiter.throttled(86_400) == RETRY_AFTER_CAP
     assert limiter.throttled(1e23) == RETRY_AFTER_CAP

@@ -15,20 +15,10 @@ from exporter.instruments import Instruments
 from exporter.model import JobTree
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
+from tests.conftest import Clock
 from tests.fakecce import TOKEN, FakeCCE, Fault
 
 PROJECT = "proj"
-
-
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        """Tell the time."""
-        return self.now
 
 
 @dataclass

@@ -1,18 +1,11 @@
 import pytest
 
 from exporter.instruments import Instruments
-from exporter.model import JobTree
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.sharding import Shard
 from exporter.state import JobState, JobStore
 from exporter.watchlist import Route, WatchList
-
-
-class _NoReads:
-    """A reader for tests that never poll."""
-
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
-        raise AssertionError("no poll expected")
+from tests.conftest import NoReads
 
 
 def _watchlist(
@@ -20,7 +13,7 @@ def _watchlist(
 ) -> tuple[WatchList, JobStore, Scheduler]:
     store = JobStore()
     scheduler = Scheduler(
-        _NoReads(),
+        NoReads(),
         store,
         instruments,
         PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
