@@ -11,6 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.instruments import Instruments
 from exporter.model import JobTree
+from exporter.scheduler import PollSettings, Scheduler
+from exporter.sharding import Shard
+from exporter.state import JobStore
+from exporter.watchlist import WatchList
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE_JOB_ID = "354331b2c-229a-11e8-9c75-0255ac100ceb"
@@ -67,6 +71,25 @@ def example_job() -> dict[str, Any]:
 def instruments() -> Instruments:
     """A fresh set of exporter metrics in their own registry."""
     return Instruments()
+
+
+def idle_watchlist(
+    instruments: Instruments, *, max_jobs: int = 100, shard: Shard | None = None
+) -> tuple[WatchList, JobStore, Scheduler]:
+    """A watch list over a scheduler that must not poll (its reader fails any read)."""
+    store = JobStore()
+    scheduler = Scheduler(
+        NoReads(),
+        store,
+        instruments,
+        PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
+        clock=lambda: 1000.0,
+    )
+    return (
+        WatchList(scheduler, store, instruments, shard=shard, max_jobs=max_jobs),
+        store,
+        scheduler,
+    )
 
 
 def parse_series(text: str) -> Series:

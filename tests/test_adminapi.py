@@ -16,7 +16,7 @@ from exporter.state import JobStore
 from exporter.watchlist import Route, WatchList
 from exporter.web import WebContext, create_app
 from exporter.webconfig import load_web_config, secure
-from tests.conftest import NoReads
+from tests.conftest import NoReads, idle_watchlist
 
 ADMIN = "s3cret-admin-token"
 
@@ -30,14 +30,7 @@ async def _client(
     shard: Shard | None = None,
     web_config: Path | None = None,
 ) -> tuple[TestClient[Any, Any], WatchList, JobStore]:
-    store = JobStore()
-    scheduler = Scheduler(
-        NoReads(),
-        store,
-        instruments,
-        PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
-    )
-    watchlist = WatchList(scheduler, store, instruments, max_jobs=max_jobs, shard=shard)
+    watchlist, store, _ = idle_watchlist(instruments, max_jobs=max_jobs, shard=shard)
     app = create_app(WebContext(store, Renderer("p", instruments.registry), lambda: True))
     adminapi.register(
         app, adminapi.AdminContext(watchlist, SecretStr(token) if token is not None else None)
@@ -49,6 +42,14 @@ async def _client(
 
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def _basic_auth(directory: Path) -> Path:
+    """Write a web config asking for basic auth: user prometheus, password pw."""
+    password_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    config = directory / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: {password_hash}\n")
+    return config
 
 
 async def test_post_adds_jobs_that_are_then_exported(
@@ -197,10 +198,7 @@ async def test_admin_api_works_behind_basic_auth(
     aiohttp_client: Any, instruments: Instruments, tmp_path: Path
 ) -> None:
     """With basic auth on, the admin token alone opens POST/DELETE, and nothing else."""
-    password_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
-    config = tmp_path / "web.yml"
-    config.write_text(f"basic_auth_users:\n  prometheus: {password_hash}\n")
-    client, _, store = await _client(aiohttp_client, instruments, web_config=config)
+    client, _, store = await _client(aiohttp_client, instruments, web_config=_basic_auth(tmp_path))
     basic = {"Authorization": "Basic " + base64.b64encode(b"prometheus:pw").decode()}
     wrong = {"Authorization": "Bearer not-the-token"}
     assert (await client.post("/api/v1/jobs", json={"job_ids": ["a"]})).status == 401
@@ -221,10 +219,7 @@ async def test_garbage_credentials_are_refused_not_crashed(
     aiohttp_client: Any, instruments: Instruments, tmp_path: Path
 ) -> None:
     """Non-ASCII, undecodable or over-long credentials get 401, never a 500."""
-    password_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
-    config = tmp_path / "web.yml"
-    config.write_text(f"basic_auth_users:\n  prometheus: {password_hash}\n")
-    client, _, _ = await _client(aiohttp_client, instruments, web_config=config)
+    client, _, _ = await _client(aiohttp_client, instruments, web_config=_basic_auth(tmp_path))
     long_password = base64.b64encode(b"prometheus:" + b"x" * 100).decode()
     for header in ("Basic \u00e9", f"Basic {long_password}", "Basic !!!", "Bearer \u00e9\u00e9"):
         for method, path in (("GET", "/metrics"), ("POST", "/api/v1/jobs")):

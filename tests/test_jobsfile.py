@@ -6,21 +6,14 @@ import pytest
 
 from exporter.instruments import Instruments
 from exporter.jobsfile import JobsFile, parse_job_ids
-from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
 from exporter.watchlist import Route, WatchList
-from tests.conftest import NoReads
+from tests.conftest import idle_watchlist
 
 
 def _setup(instruments: Instruments, *, max_jobs: int = 100) -> tuple[WatchList, JobStore]:
-    store = JobStore()
-    scheduler = Scheduler(
-        NoReads(),
-        store,
-        instruments,
-        PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
-    )
-    return WatchList(scheduler, store, instruments, max_jobs=max_jobs), store
+    watchlist, store, _ = idle_watchlist(instruments, max_jobs=max_jobs)
+    return watchlist, store
 
 
 def _write(path: Path, text: str) -> None:

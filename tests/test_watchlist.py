@@ -1,29 +1,10 @@
 import pytest
 
 from exporter.instruments import Instruments
-from exporter.scheduler import PollSettings, Scheduler
 from exporter.sharding import Shard
-from exporter.state import JobState, JobStore
-from exporter.watchlist import Route, WatchList
-from tests.conftest import NoReads
-
-
-def _watchlist(
-    instruments: Instruments, *, max_jobs: int = 100, shard: Shard | None = None
-) -> tuple[WatchList, JobStore, Scheduler]:
-    store = JobStore()
-    scheduler = Scheduler(
-        NoReads(),
-        store,
-        instruments,
-        PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
-        clock=lambda: 1000.0,
-    )
-    return (
-        WatchList(scheduler, store, instruments, shard=shard, max_jobs=max_jobs),
-        store,
-        scheduler,
-    )
+from exporter.state import JobState
+from exporter.watchlist import Route
+from tests.conftest import idle_watchlist
 
 
 def _rejected(instruments: Instruments, reason: str) -> float:
@@ -36,7 +17,7 @@ def _rejected(instruments: Instruments, reason: str) -> float:
 
 def test_routes_join_one_watched_set(instruments: Instruments) -> None:
     """A job named by several routes is watched once, and each route is remembered."""
-    watchlist, store, _ = _watchlist(instruments)
+    watchlist, store, _ = idle_watchlist(instruments)
     first = watchlist.add(Route.SETTINGS, ["job-a", "job-b", "job-a"])
     second = watchlist.add(Route.FILE, ["job-b", "job-c"])
     assert first.added == ("job-a", "job-b")
@@ -48,7 +29,7 @@ def test_routes_join_one_watched_set(instruments: Instruments) -> None:
 
 def test_max_jobs_refuses_and_counts(instruments: Instruments) -> None:
     """Past max_jobs, further IDs are refused and counted with reason max_jobs."""
-    watchlist, store, _ = _watchlist(instruments, max_jobs=3)
+    watchlist, store, _ = idle_watchlist(instruments, max_jobs=3)
     outcome = watchlist.add(Route.API, ["j1", "j2", "j3", "j4", "j5"])
     assert outcome.added == ("j1", "j2", "j3")
     assert outcome.refused == ("j4", "j5")
@@ -59,7 +40,7 @@ def test_max_jobs_refuses_and_counts(instruments: Instruments) -> None:
 
 def test_invalid_ids_are_refused_and_counted(instruments: Instruments) -> None:
     """An ID that may not go into a URL is refused with reason invalid_id."""
-    watchlist, store, _ = _watchlist(instruments)
+    watchlist, store, _ = idle_watchlist(instruments)
     outcome = watchlist.add(Route.FILE, ["ok-1", "../etc", "a b", ""])
     assert outcome.added == ("ok-1",)
     assert outcome.invalid == ("../etc", "a b", "")
@@ -70,7 +51,7 @@ def test_invalid_ids_are_refused_and_counted(instruments: Instruments) -> None:
 def test_other_shards_jobs_are_left_alone(instruments: Instruments) -> None:
     """Only the jobs of this instance's shard are watched, from any route."""
     shard = Shard(1, 3)
-    watchlist, store, _ = _watchlist(instruments, shard=shard)
+    watchlist, store, _ = idle_watchlist(instruments, shard=shard)
     job_ids = [f"job-{n}" for n in range(30)]
     outcome = watchlist.add(Route.SETTINGS, job_ids)
     assert set(outcome.added) == {j for j in job_ids if shard.owns(j)}
@@ -82,7 +63,7 @@ def test_other_shards_jobs_are_left_alone(instruments: Instruments) -> None:
 
 def test_release_keeps_jobs_another_route_names(instruments: Instruments) -> None:
     """A route dropping an ID stops the job only when no other route names it."""
-    watchlist, store, _ = _watchlist(instruments)
+    watchlist, store, _ = idle_watchlist(instruments)
     watchlist.add(Route.SETTINGS, ["shared"])
     watchlist.add(Route.FILE, ["shared", "file-only"])
     assert watchlist.release(Route.FILE, ["shared", "file-only"]) == ["file-only"]
@@ -92,7 +73,7 @@ def test_release_keeps_jobs_another_route_names(instruments: Instruments) -> Non
 
 def test_remove_stops_a_job_whatever_named_it(instruments: Instruments) -> None:
     """Removing (the job API's DELETE) stops the job even if other routes name it."""
-    watchlist, store, _ = _watchlist(instruments)
+    watchlist, store, _ = idle_watchlist(instruments)
     watchlist.add(Route.SETTINGS, ["job-a"])
     assert watchlist.remove("job-a")
     assert "job-a" not in store
@@ -104,7 +85,7 @@ def test_adopt_stores_a_finished_state_without_scheduling_a_poll(
     instruments: Instruments,
 ) -> None:
     """A job whose finished state is known is stored and never due."""
-    watchlist, store, scheduler = _watchlist(instruments)
+    watchlist, store, scheduler = idle_watchlist(instruments)
     state = JobState("done-1", polls=1, last_ok=True, finished_at=990.0)
     assert watchlist.adopt(Route.DISCOVERY, state).added == ("done-1",)
     assert store.get("done-1") is state
@@ -119,7 +100,7 @@ def test_adopt_stores_a_finished_state_without_scheduling_a_poll(
 @pytest.mark.parametrize("route", list(Route))
 def test_every_route_passes_the_same_gate(instruments: Instruments, route: Route) -> None:
     """Whatever the route, a full watch list refuses and counts."""
-    watchlist, _, _ = _watchlist(instruments, max_jobs=1)
+    watchlist, _, _ = idle_watchlist(instruments, max_jobs=1)
     watchlist.add(Route.SETTINGS, ["first"])
     assert watchlist.add(route, ["second"]).refused == ("second",)
     assert _rejected(instruments, "max_jobs") == 1
