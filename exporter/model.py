@@ -40,8 +40,7 @@ def _lenient(value: Any, handler: Any, info: ValidationInfo) -> Any:
 
 
 Lenient = WrapValidator(_lenient)
-_Lenient = Lenient
-Text = Annotated[str | None, _Lenient]
+Text = Annotated[str | None, Lenient]
 
 
 class JobMetadata(BaseModel):
@@ -63,8 +62,8 @@ class JobSpec(BaseModel):
     clusterUID: Text = None  # noqa: N815 - the API's own spelling
     resourceID: Text = None  # noqa: N815 - the API's own spelling
     resourceName: Text = None  # noqa: N815 - the API's own spelling
-    extendParam: Annotated[dict[str, str] | None, _Lenient] = None  # noqa: N815
-    subJobs: Annotated[list[Any] | None, _Lenient] = None  # noqa: N815
+    extendParam: Annotated[dict[str, str] | None, Lenient] = None  # noqa: N815
+    subJobs: Annotated[list[Any] | None, Lenient] = None  # noqa: N815
 
 
 class JobStatus(BaseModel):
@@ -112,9 +111,9 @@ class Job(JobModel):
 
     kind: Text = None
     apiVersion: Text = None  # noqa: N815 - the API's own spelling
-    metadata: Annotated[JobMetadata | None, _Lenient] = None
-    spec: Annotated[JobSpec | None, _Lenient] = None
-    status: Annotated[JobStatus | None, _Lenient] = None
+    metadata: Annotated[JobMetadata | None, Lenient] = None
+    spec: Annotated[JobSpec | None, Lenient] = None
+    status: Annotated[JobStatus | None, Lenient] = None
 
     def facts(self) -> NodeFacts:
         """Return the node's facts for flattening."""
