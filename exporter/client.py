@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -23,6 +23,8 @@ from exporter.instruments import Instruments
 from exporter.model import InvalidJobError, JobTree, flatten
 from exporter.model_v2 import ListedJob, read_listing
 from exporter.ratelimit import RateLimiter, Sleep
+
+_T = TypeVar("_T")
 
 # No real job is anywhere near this; a body past it is refused unread.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -145,25 +147,7 @@ class CCEClient:
     async def show_job(self, project_id: str, job_id: str) -> JobTree:
         """Read one job and its sub-jobs; raise ApiError on any failure."""
         answer = await self._get(self.job_url(project_id, job_id), "show_job")
-        try:
-            data = json.loads(answer.body)
-        except (ValueError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise ApiError(
-                ErrorKind.INVALID_RESPONSE,
-                f"body is not JSON: {reason}",
-                status=answer.status,
-                request_id=answer.request_id,
-            ) from None
-        try:
-            return flatten(data, job_id)
-        except InvalidJobError as exc:
-            raise ApiError(
-                ErrorKind.INVALID_RESPONSE,
-                str(exc),
-                status=answer.status,
-                request_id=answer.request_id,
-            ) from None
+        return _decoded(answer, lambda data: flatten(data, job_id))
 
     def jobs_url(self, project_id: str) -> URL:
         """Build the URL of the project's v2 job list; the ID is checked and encoded."""
@@ -176,21 +160,7 @@ class CCEClient:
         answer = await self._get(
             self.jobs_url(project_id), "list_jobs", max_bytes=MAX_LIST_BODY_BYTES
         )
-        try:
-            return read_listing(json.loads(answer.body))
-        except (ValueError, RecursionError) as exc:  # InvalidJobError is a ValueError
-            if isinstance(exc, InvalidJobError):
-                reason = str(exc)
-            elif isinstance(exc, RecursionError):
-                reason = "body is not JSON: nested too deeply"
-            else:
-                reason = f"body is not JSON: {exc}"
-            raise ApiError(
-                ErrorKind.INVALID_RESPONSE,
-                reason,
-                status=answer.status,
-                request_id=answer.request_id,
-            ) from None
+        return _decoded(answer, read_listing)
 
     async def _get(self, url: URL, operation: str, *, max_bytes: int = MAX_BODY_BYTES) -> _Answer:
         """GET `url`, trying again after transient failures as the policy says."""
@@ -280,6 +250,29 @@ class CCEClient:
         renewed = status == 401 and self._auth.refused(sent)
         detail = error_detail(body) if status in (401, 403) else ""
         ticket.settle(status, detail, retry_now=renewed)
+
+
+def _decoded(answer: _Answer, read: Callable[[object], _T]) -> _T:
+    """Decode an answer's JSON and read it; anything unreadable is an invalid response."""
+    try:
+        data = json.loads(answer.body)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(
+            ErrorKind.INVALID_RESPONSE,
+            f"body is not JSON: {reason}",
+            status=answer.status,
+            request_id=answer.request_id,
+        ) from None
+    try:
+        return read(data)
+    except InvalidJobError as exc:
+        raise ApiError(
+            ErrorKind.INVALID_RESPONSE,
+            str(exc),
+            status=answer.status,
+            request_id=answer.request_id,
+        ) from None
 
 
 class _BodyTooLargeError(aiohttp.ClientError):
