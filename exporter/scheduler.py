@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -82,6 +83,7 @@ class Scheduler:
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        self._wakes_at = -math.inf  # when the loop's current sleep ends (clock time)
         self._watched = {
             state: instruments.watched_jobs.labels(state) for state in ("active", "finished")
         }
@@ -186,7 +188,8 @@ class Scheduler:
 
     async def _sleep_until_due(self) -> None:
         idle = [due for job_id, due in self._due.items() if job_id not in self._in_flight]
-        delay = min([*idle, self._clock() + _MAX_SLEEP]) - self._clock()
+        self._wakes_at = min([*idle, self._clock() + _MAX_SLEEP])
+        delay = self._wakes_at - self._clock()
         self._wake.clear()
         if delay > 0:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
@@ -210,7 +213,11 @@ class Scheduler:
             finally:
                 unreleased.discard(job_id)
                 self._in_flight.discard(job_id)
-                self._wake.set()
+                # Wake the loop only when this job is due before it would wake
+                # anyway: each wake walks every job, and a wake per poll would
+                # make a pass cost the square of the number of jobs.
+                if self._due.get(job_id, math.inf) < self._wakes_at:
+                    self._wake.set()
 
         try:
             results = await asyncio.gather(
