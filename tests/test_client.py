@@ -1,4 +1,5 @@
 import json
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -193,16 +194,24 @@ async def retrying(instruments: Instruments) -> AsyncIterator[tuple[CCEClient, S
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("jitter", [0.0, 0.0001, 0.5, 1.0])
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 async def test_transient_failures_are_retried(
-    retrying: tuple[CCEClient, Sleeps], example_job: dict[str, Any], status: int
+    retrying: tuple[CCEClient, Sleeps],
+    example_job: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    jitter: float,
 ) -> None:
     """5xx and 429 are tried again after a wait, then the job is read.
 
-    A 5xx waits a jittered backoff; a 429 without Retry-After pauses every request
-    for the limiter's first throttle pause (1 s), the retry waits just that, and
-    requests resume at the steady rate (one token, 1 ms at 1000/s).
+    A 5xx waits a jittered backoff (the jitter pinned here to a fraction of its
+    range); a 429 without Retry-After pauses every request for the limiter's
+    first throttle pause (1 s), the retry waits just that, and requests resume
+    at the steady rate (one token, 1 ms at 1000/s). A backoff shorter than that
+    1 ms is topped up by the limiter to a whole token.
     """
+    monkeypatch.setattr(random, "uniform", lambda low, high: low + (high - low) * jitter)
     client, sleeps = retrying
     with aioresponses() as mock:
         mock.get(URL, status=status, body="{}")
@@ -210,14 +219,18 @@ async def test_transient_failures_are_retried(
         mock.get(URL, payload=example_job)
         tree = await client.show_job(PROJECT, EXAMPLE_JOB_ID)
     assert len(tree.nodes) == 3
+    backoff = 1.0 * jitter  # the second wait's range is [0, 2 x 0.5 s]
     if status == 429:
-        pause, token, backoff = sleeps.calls
+        pause, token, *rest = sleeps.calls
         assert pause == 1.0
         assert token == pytest.approx(0.001)
+        assert rest[0] == pytest.approx(backoff)
+        if backoff < 0.001:
+            assert sum(rest) == pytest.approx(0.001)
+        else:
+            assert len(rest) == 1
     else:
-        first, backoff = sleeps.calls
-        assert 0 <= first <= 0.5
-    assert 0 <= backoff <= 1.0
+        assert sleeps.calls == pytest.approx([0.5 * jitter, backoff])
 
 
 async def test_retries_stop_after_the_last_attempt(retrying: tuple[CCEClient, Sleeps]) -> None:
