@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import ssl
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,10 +59,45 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+def has_control_character(value: str) -> bool:
+    """Tell whether `value` holds a control character (line breaks, NUL, DEL, ...)."""
+    return any(unicodedata.category(char) == "Cc" for char in value)
+
+
+def _checked_secret(text: str, what: str) -> str:
+    """Return the secret in `text` without surrounding whitespace; refuse an unusable one.
+
+    The messages name `what` (the setting's value, or its file) and never the secret.
+    """
+    secret = text.strip()
+    if not secret:
+        msg = f"{what} is empty"
+        raise ValueError(msg)
+    if has_control_character(secret):
+        msg = (
+            f"{what} holds a control character (such as a line break) inside the secret: "
+            "a secret is one line of text"
+        )
+        raise ValueError(msg)
+    return secret
+
+
+def _clean_secret(value: object) -> object:
+    """Clean a secret given directly (environment, YAML) as its file form is cleaned."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        return value  # None, or a wrong type that pydantic reports
+    return _checked_secret(value, "the value")
+
+
 def _read_secret_file(value: object) -> object:
     """Read the secret that a `*_file` setting points to."""
     if value is None or isinstance(value, SecretStr):
         return value
+    if not str(value).strip():
+        msg = "is empty: give the path of the file that holds the secret"
+        raise ValueError(msg)
     path = Path(str(value))
     try:
         content = path.read_text(encoding="utf-8")
@@ -71,11 +107,7 @@ def _read_secret_file(value: object) -> object:
     except UnicodeDecodeError:
         msg = f"{path} is not UTF-8 text"
         raise ValueError(msg) from None
-    secret = content.strip()
-    if not secret:
-        msg = f"{path} is empty"
-        raise ValueError(msg)
-    return secret
+    return _checked_secret(content, str(path))
 
 
 def _readable_file(value: Path | None) -> Path | None:
@@ -93,8 +125,11 @@ def _split_list(value: object) -> object:
     return value
 
 
-# A `*_file` setting is validated into the secret it holds, so a bad path is
-# reported against the `*_file` setting itself.
+# A secret and its `*_file` form hold the same cleaned value: surrounding
+# whitespace stripped, never empty, no control character. A `*_file` setting is
+# validated into the secret it holds, so a bad path is reported against the
+# `*_file` setting itself.
+Secret = Annotated[SecretStr | None, BeforeValidator(_clean_secret)]
 SecretFile = Annotated[SecretStr | None, BeforeValidator(_read_secret_file)]
 IdList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
 
@@ -115,18 +150,18 @@ class Settings(BaseSettings):
     project_id: str | None = None
     job_ids: IdList = ()
 
-    auth_token: SecretStr | None = None
+    auth_token: Secret = None
     auth_token_file: SecretFile = None
-    access_key: SecretStr | None = None
+    access_key: Secret = None
     access_key_file: SecretFile = None
-    secret_key: SecretStr | None = None
+    secret_key: Secret = None
     secret_key_file: SecretFile = None
-    security_token: SecretStr | None = None
+    security_token: Secret = None
     security_token_file: SecretFile = None
     iam_endpoint: str | None = None
     iam_domain: str | None = None
     iam_username: str | None = None
-    iam_password: SecretStr | None = None
+    iam_password: Secret = None
     iam_password_file: SecretFile = None
 
     poll_interval: float = Field(default=30.0, gt=0)
@@ -149,7 +184,7 @@ class Settings(BaseSettings):
     discover_max_age: float = Field(default=86400.0, gt=0)
     discover_job_types: str | None = None
     job_ids_file: Path | None = None
-    admin_token: SecretStr | None = None
+    admin_token: Secret = None
     admin_token_file: SecretFile = None
     max_jobs: int = Field(default=10000, ge=1)
     shard_count: int = Field(default=1, ge=1, le=10000)
@@ -220,8 +255,11 @@ class Settings(BaseSettings):
     @field_validator("iam_domain", "iam_username")
     @classmethod
     def _check_iam_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
-            msg = "must be a non-empty name without control characters"
+        if value is not None and not value.strip():
+            msg = "is empty"
+            raise ValueError(msg)
+        if value is not None and has_control_character(value):
+            msg = "holds a control character (such as a line break): a name is one line of text"
             raise ValueError(msg)
         return value
 
@@ -257,7 +295,9 @@ class Settings(BaseSettings):
 
     def secret(self, name: str) -> SecretStr | None:
         """Return a secret setting's value, given directly or by its `*_file` form."""
-        value = getattr(self, name) or getattr(self, f"{name}_file")
+        value = getattr(self, name)
+        if value is None:
+            value = getattr(self, f"{name}_file")
         assert value is None or isinstance(value, SecretStr)  # noqa: S101 - a secret's type
         return value
 
@@ -284,7 +324,7 @@ class Settings(BaseSettings):
     @property
     def admin_secret(self) -> SecretStr | None:
         """The job API's token, from `admin_token` or `admin_token_file`."""
-        return self.admin_token or self.admin_token_file
+        return self.secret("admin_token")
 
     @property
     def shard(self) -> int:
@@ -322,6 +362,7 @@ AUTH_METHODS: Mapping[str, tuple[str, ...]] = {
     ),
     "iam": ("iam_endpoint", "iam_domain", "iam_username", "iam_password", "iam_password_file"),
 }
+_AUTH_SETTINGS = frozenset(name for names in AUTH_METHODS.values() for name in names)
 _METHOD_NAMES = {"token": "token", "aksk": "AK/SK", "iam": "IAM"}
 
 SECRET_FIELDS = frozenset(
@@ -541,6 +582,10 @@ def load_settings(
             settings = None
     if settings is not None:
         reported = {problem.setting for problem in problems}
+        if reported & _AUTH_SETTINGS:
+            # A credential given but refused is not a missing one: the rules of
+            # the ways of authenticating would judge what is left, and mislead.
+            reported |= _AUTH_SETTINGS
         problems += [
             Problem(name, sources.source_of(name), message)
             for name, message in check_settings(settings, demo=demo)

@@ -1,11 +1,23 @@
 import tempfile
 from pathlib import Path
 
+import aiohttp
 import pytest
 import trustme
+import yaml
+from yarl import URL
 
+from exporter.app import make_auth
+from exporter.auth import OutgoingRequest
 from exporter.cli import build_parser
-from exporter.config import SECRET_FIELDS, ConfigError, Settings, load_settings
+from exporter.config import (
+    SECRET_FIELDS,
+    ConfigError,
+    Settings,
+    has_control_character,
+    load_settings,
+)
+from exporter.instruments import Instruments
 
 # A real CA certificate, for the settings that need one (a ca_bundle is checked).
 CA_FILE = str(Path(tempfile.mkdtemp()) / "ca.pem")
@@ -142,3 +154,165 @@ def test_bad_web_config_is_a_configuration_error(
         "web_config_file (flag --web-config-file): "
         "basic_auth_users.prometheus: the value is not a bcrypt hash ($2a$, $2b$ or $2y$)"
     ]
+
+
+# For each secret given directly, the other settings that make it usable.
+COMPLETE: dict[str, dict[str, str]] = {
+    "auth_token": {},
+    "access_key": {"secret_key": "sk"},
+    "secret_key": {"access_key": "ak"},
+    "security_token": {"access_key": "ak", "secret_key": "sk"},
+    "iam_password": {
+        "iam_endpoint": "https://iam.example.com",
+        "iam_domain": "d",
+        "iam_username": "u",
+    },
+    "admin_token": {"auth_token": "t"},
+}
+SOURCES = ["environment", "config file", "secret file"]
+
+
+def test_every_secret_is_covered_below() -> None:
+    """The tests of secret cleaning cover every secret setting there is."""
+    assert set(COMPLETE) == {name for name in SECRET_FIELDS if not name.endswith("_file")}
+
+
+def _give(
+    env: pytest.MonkeyPatch, tmp_path: Path, source: str, name: str, value: str
+) -> tuple[dict[str, str], Path | None]:
+    """Give the secret `name` by `source`; return the flags and config file to load with."""
+    if source == "environment":
+        env.setenv(f"CCE_EXPORTER_{name.upper()}", value)
+        return {}, None
+    if source == "config file":
+        config = tmp_path / "exporter.yml"
+        config.write_text(yaml.safe_dump({name: value}))
+        return {}, config
+    secret = tmp_path / name
+    secret.write_bytes(value.encode())
+    return {f"{name}_file": str(secret)}, None
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("name", sorted(COMPLETE))
+def test_surrounding_whitespace_is_stripped_from_every_secret(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, name: str, source: str
+) -> None:
+    """A secret with a trailing newline or spaces loads as the bare secret, from any source."""
+    flags, config = _give(clean_env, tmp_path, source, name, "  the-secret\r\n")
+    settings = load_settings({**BASE, **COMPLETE[name], **flags}, config)
+    secret = settings.secret(name)
+    assert secret is not None
+    assert secret.get_secret_value() == "the-secret"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("name", sorted(COMPLETE))
+def test_a_control_character_inside_any_secret_is_refused(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, name: str, source: str
+) -> None:
+    """A line break inside a secret is one problem naming the setting, not the secret."""
+    flags, config = _give(clean_env, tmp_path, source, name, "SEKRIT\nPART\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, **COMPLETE[name], **flags}, config)
+    problems = _problems(caught)
+    assert len(problems) == 1, problems
+    setting = name if source != "secret file" else f"{name}_file"
+    assert problems[0].startswith(f"{setting} (")
+    assert "holds a control character (such as a line break) inside the secret" in problems[0]
+    assert "SEKRIT" not in problems[0]
+    assert "PART" not in problems[0]
+
+
+@pytest.mark.parametrize("char", ["\r", "\x00", "\t", "\x7f", "\x85"])
+def test_every_control_character_is_refused(clean_env: pytest.MonkeyPatch, char: str) -> None:
+    """CR, NUL, tab, DEL and C1 controls inside a secret are refused as a line feed is."""
+    config = {**BASE, "auth_token": f"abc{char}def"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert len(_problems(caught)) == 1
+    assert "holds a control character" in _problems(caught)[0]
+
+
+@pytest.mark.parametrize("source", ["environment", "config file"])
+@pytest.mark.parametrize("name", sorted(COMPLETE))
+@pytest.mark.parametrize("value", ["", "  \n"])
+def test_an_empty_secret_is_an_error_not_an_unset_one(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, name: str, source: str, value: str
+) -> None:
+    """An empty secret (after stripping) is reported as empty, and as nothing else."""
+    flags, config = _give(clean_env, tmp_path, source, name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, **COMPLETE[name], **flags}, config)
+    problems = _problems(caught)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{name} (")
+    assert problems[0].endswith("): the value is empty")
+
+
+def test_an_empty_token_is_not_taken_for_no_authentication(clean_env: pytest.MonkeyPatch) -> None:
+    """`CCE_EXPORTER_AUTH_TOKEN=` says the token is empty, not that none is configured."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(BASE)
+    assert _problems(caught) == [
+        "auth_token (environment variable CCE_EXPORTER_AUTH_TOKEN): the value is empty"
+    ]
+
+
+def test_an_empty_secret_file_path_is_refused(clean_env: pytest.MonkeyPatch) -> None:
+    """An empty `*_file` setting is reported as such, not as an unreadable directory."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", "")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(BASE)
+    assert _problems(caught) == [
+        "auth_token_file (environment variable CCE_EXPORTER_AUTH_TOKEN_FILE): "
+        "is empty: give the path of the file that holds the secret"
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(set(COMPLETE) - {"admin_token"}))
+async def test_settings_that_pass_make_an_authenticator(
+    clean_env: pytest.MonkeyPatch, name: str
+) -> None:
+    """Whatever passes the checks builds its authenticator, whose headers are single lines."""
+    clean_env.setenv(f"CCE_EXPORTER_{name.upper()}", " padded-secret\n")
+    settings = load_settings({**BASE, **COMPLETE[name]})
+    async with aiohttp.ClientSession() as session:
+        auth = make_auth(settings, session, Instruments())
+        if name == "iam_password":
+            return  # its headers come from IAM; the password goes into a JSON body
+        request = OutgoingRequest("GET", URL("https://cce.example.com/api"), {})
+        headers = await auth.authenticate(request)
+    assert not any(has_control_character(value) for value in headers.values())
+    if name in ("auth_token", "security_token"):
+        assert "padded-secret" in headers.values()
+
+
+def test_the_admin_token_is_stripped(clean_env: pytest.MonkeyPatch) -> None:
+    """The admin API's token is cleaned like the others, so a Bearer header can match it."""
+    clean_env.setenv("CCE_EXPORTER_ADMIN_TOKEN", "admin-secret\n")
+    admin = load_settings({**BASE, "auth_token": "t"}).admin_secret
+    assert admin is not None
+    assert admin.get_secret_value() == "admin-secret"
+
+
+@pytest.mark.parametrize("name", ["iam_domain", "iam_username"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "is empty"),
+        ("name\n", "holds a control character"),
+        ("na\x7fme", "holds a control character"),
+    ],
+)
+def test_iam_names_are_single_lines(
+    clean_env: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    """An IAM domain or user name that is empty or holds a control character is refused."""
+    flags = {**BASE, **COMPLETE["iam_password"], "iam_password": "pw", name: value}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags)
+    problems = _problems(caught)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{name} (flag --{name.replace('_', '-')}): {message}")

@@ -116,6 +116,48 @@ async def test_once_exits_1_when_a_poll_fails(aiohttp_server: AiohttpServer) -> 
     assert "not_found" in err
 
 
+async def test_a_token_with_a_trailing_newline_works(aiohttp_server: AiohttpServer) -> None:
+    """A token ending in a newline (a secret put into an env var from a file) polls fine."""
+    api = FakeCCE()
+    api.add_job("good")
+    server = await aiohttp_server(api.app())
+    code, out, err = await _run(
+        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--job-ids", "good", env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN + "\n"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert parse_series(out)[("cce_job_poll_success", labels(project_id=PROJECT, job_id="good"))]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"CCE_EXPORTER_AUTH_TOKEN": ""},
+            "auth_token (environment variable CCE_EXPORTER_AUTH_TOKEN): the value is empty",
+        ),
+        (
+            {"CCE_EXPORTER_ACCESS_KEY": "AK", "CCE_EXPORTER_SECRET_KEY": "SEKRIT\nVALUE"},
+            "secret_key (environment variable CCE_EXPORTER_SECRET_KEY): the value holds a "
+            "control character",
+        ),
+    ],
+)
+async def test_unusable_settings_fail_the_check_not_the_service(
+    env: dict[str, str], expected: str
+) -> None:
+    """Settings that would break the service later fail --check-config: one line, exit 2."""
+    code, out, err = await _run(
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT, env=_env(**env)
+    )
+    assert code == 2, out
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"cce-job-exporter: configuration error: {expected}")
+    assert "SEKRIT" not in err
+
+
 async def _wait_http(url: str) -> str:
     deadline = time.monotonic() + 20
     async with aiohttp.ClientSession() as session:
