@@ -143,6 +143,8 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        # inf and nan pass `gt=0`, then break timers and timeouts at run time.
+        allow_inf_nan=False,
     )
 
     endpoint: str | None = None
@@ -458,6 +460,8 @@ def _validation_problems(exc: ValidationError, sources: _Sources) -> list[Proble
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
+        elif error["type"] == "finite_number":
+            message = "must be a finite number, not inf or nan"
         problems.append(Problem(name, sources.source_of(name), message))
     return problems
 

@@ -141,6 +141,11 @@ async def test_a_token_with_a_trailing_newline_works(aiohttp_server: AiohttpServ
             "secret_key (environment variable CCE_EXPORTER_SECRET_KEY): the value holds a "
             "control character",
         ),
+        (
+            {"CCE_EXPORTER_AUTH_TOKEN": "t", "CCE_EXPORTER_REQUEST_TIMEOUT": "inf"},
+            "request_timeout (environment variable CCE_EXPORTER_REQUEST_TIMEOUT): must be a "
+            "finite number",
+        ),
     ],
 )
 async def test_unusable_settings_fail_the_check_not_the_service(

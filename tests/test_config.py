@@ -132,6 +132,48 @@ def test_eu_region_has_its_own_domain(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.cce_endpoint == "https://cce.eu-west-101.myhuaweicloud.eu"
 
 
+FLOAT_SETTINGS = sorted(
+    name for name, field in Settings.model_fields.items() if field.annotation is float
+)
+
+
+def test_the_float_settings_are_found() -> None:
+    """The list of float settings checked below holds the timeouts and intervals."""
+    assert {"request_timeout", "poll_interval", "rate_limit", "finished_retention"} <= set(
+        FLOAT_SETTINGS
+    )
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity", "1e400"])
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+def test_no_float_setting_takes_inf_or_nan(
+    clean_env: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """Every float setting refuses inf, nan, and numbers that overflow to inf."""
+    clean_env.setenv(f"CCE_EXPORTER_{name.upper()}", value)
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(MINIMAL)
+    assert _problems(caught) == [
+        f"{name} (environment variable CCE_EXPORTER_{name.upper()}): "
+        "must be a finite number, not inf or nan"
+    ]
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan"])
+def test_yaml_infinity_is_refused(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    """YAML's own .inf and .nan are refused as the strings are."""
+    config = tmp_path / "exporter.yml"
+    config.write_text(f"request_timeout: {value}\nauth_token: t\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(MINIMAL, config)
+    assert _problems(caught) == [
+        f"request_timeout (config file {config}): must be a finite number, not inf or nan"
+    ]
+
+
 def test_token_and_token_file_together_is_an_error(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
