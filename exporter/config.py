@@ -34,6 +34,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from yarl import URL
 
 from exporter.ids import check_id
 from exporter.sharding import index_from_hostname
@@ -217,12 +218,24 @@ class Settings(BaseSettings):
     def _check_endpoint(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        value = value.strip()
+        if any(char.isspace() or has_control_character(char) for char in value):
+            msg = "the URL holds a space or a control character"
+            raise ValueError(msg)
         parts = urlsplit(value)
+        # Before anything that shows the URL: a password must not be echoed.
+        if parts.username is not None or parts.password is not None:
+            msg = "the URL takes no user or password; credentials have settings of their own"
+            raise ValueError(msg)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             msg = f"{value!r} is not an http(s) URL like 'https://cce.cn-north-4.myhuaweicloud.com'"
             raise ValueError(msg)
-        if parts.username is not None or parts.password is not None:
-            msg = "the URL takes no user or password; credentials have settings of their own"
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or above 65535
+            port = 0
+        if port == 0:
+            msg = f"{value!r} has a bad port: it must be a number from 1 to 65535"
             raise ValueError(msg)
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             msg = "plain http:// is refused for a host that is not a loopback address; use https://"
@@ -230,6 +243,11 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             msg = "the endpoint takes no query string or fragment"
             raise ValueError(msg)
+        try:
+            URL(value)  # as the clients will build it
+        except ValueError as exc:  # UnicodeError too: a host name IDNA cannot encode
+            msg = f"{value!r} is not a URL the HTTP client can use: {exc}"
+            raise ValueError(msg) from None
         return value.rstrip("/")
 
     @field_validator("discover_job_types")

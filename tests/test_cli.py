@@ -146,21 +146,29 @@ async def test_a_token_with_a_trailing_newline_works(aiohttp_server: AiohttpServ
             "request_timeout (environment variable CCE_EXPORTER_REQUEST_TIMEOUT): must be a "
             "finite number",
         ),
+        (
+            {
+                "CCE_EXPORTER_AUTH_TOKEN": "t",
+                "CCE_EXPORTER_ENDPOINT": "https://cce.example.com:99999",
+            },
+            "endpoint (environment variable CCE_EXPORTER_ENDPOINT): "
+            "'https://cce.example.com:99999' has a bad port",
+        ),
     ],
 )
-async def test_unusable_settings_fail_the_check_not_the_service(
+async def test_unusable_settings_fail_the_check_and_the_start(
     env: dict[str, str], expected: str
 ) -> None:
-    """Settings that would break the service later fail --check-config: one line, exit 2."""
-    code, out, err = await _run(
-        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT, env=_env(**env)
-    )
-    assert code == 2, out
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"cce-job-exporter: configuration error: {expected}")
-    assert "SEKRIT" not in err
+    """Settings that would break the service later fail --check-config and start-up alike."""
+    base = ("--region", "cn-north-4", "--project-id", PROJECT)
+    for mode in (("--check-config",), ()):
+        code, out, err = await _run(*mode, *base, env=_env(**env))
+        assert code == 2, out
+        assert "Traceback" not in err
+        lines = err.splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"cce-job-exporter: configuration error: {expected}")
+        assert "SEKRIT" not in err
 
 
 async def _wait_http(url: str) -> str:

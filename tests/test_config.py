@@ -97,6 +97,14 @@ def test_every_problem_is_reported_with_its_source(
     [
         ({"endpoint": "http://cce.example.com"}, "plain http:// is refused"),
         ({"endpoint": "ftp://x"}, "is not an http(s) URL"),
+        ({"endpoint": "https://cce.example.com:99999"}, "has a bad port"),
+        ({"endpoint": "https://cce.example.com:abc"}, "has a bad port"),
+        ({"endpoint": "https://cce.example.com:0"}, "has a bad port"),
+        ({"endpoint": "https://cce.example.com:+443"}, "has a bad port"),
+        ({"iam_endpoint": "https://iam.example.com:65536"}, "has a bad port"),
+        ({"endpoint": "https://cce.example .com"}, "holds a space or a control character"),
+        ({"endpoint": "https://cce.exa\nmple.com"}, "holds a space or a control character"),
+        ({"endpoint": "https://cce.ex\xadample.com"}, "is not a URL the HTTP client can use"),
         ({"region": "north"}, "is not a region name"),
         ({"project_id": "a b"}, "is not a valid ID"),
         ({"listen_address": "9849"}, "is not host:port"),
@@ -123,6 +131,27 @@ def test_plain_http_allowed_on_loopback(clean_env: pytest.MonkeyPatch, endpoint:
     clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
     settings = load_settings({"project_id": "p", "endpoint": endpoint + "/"})
     assert settings.cce_endpoint == endpoint
+
+
+def test_good_ports_and_surrounding_whitespace_are_accepted(clean_env: pytest.MonkeyPatch) -> None:
+    """Ports 1 to 65535 pass, and a trailing newline around the URL is dropped."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    for port in ("1", "443", "65535"):
+        endpoint = f"https://cce.example.com:{port}"
+        assert load_settings({"project_id": "p", "endpoint": endpoint}).cce_endpoint == endpoint
+    settings = load_settings({"project_id": "p", "endpoint": " https://cce.example.com/\n"})
+    assert settings.cce_endpoint == "https://cce.example.com"
+
+
+def test_a_password_in_a_bad_url_is_not_echoed(clean_env: pytest.MonkeyPatch) -> None:
+    """A URL with credentials and a wrong scheme is refused without showing the password."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"project_id": "p", "endpoint": "ftp://user:PASSWORD@cce.example.com"})
+    assert _problems(caught) == [
+        "endpoint (flag --endpoint): the URL takes no user or password; "
+        "credentials have settings of their own"
+    ]
 
 
 def test_eu_region_has_its_own_domain(clean_env: pytest.MonkeyPatch) -> None:
