@@ -43,6 +43,19 @@ from exporter.webconfig import load_web_config
 ENV_PREFIX = "CCE_EXPORTER_"
 DEFAULT_PORT = 9849
 
+# What Kubernetes injects into every pod for a Service named `cce-exporter` in
+# its namespace ("service links"): neither settings nor typos of settings.
+_SERVICE_LINK = re.compile(
+    re.escape(ENV_PREFIX)
+    + r"(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    + r"|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+)
+
+
+def is_service_link(key: str) -> bool:
+    """Tell whether an environment variable is one of the service links Kubernetes injects."""
+    return _SERVICE_LINK.fullmatch(key) is not None
+
 
 class LogLevel(StrEnum):
     """How much the exporter logs."""
@@ -586,7 +599,11 @@ def load_settings(
     sources = _Sources(flags, frozenset(env_values), config_file, frozenset(file_values))
     for key in sorted(os.environ):
         name = key[len(ENV_PREFIX) :].lower()
-        if key.upper().startswith(ENV_PREFIX) and name not in Settings.model_fields:
+        if (
+            key.upper().startswith(ENV_PREFIX)
+            and name not in Settings.model_fields
+            and not is_service_link(key)
+        ):
             problems.append(Problem(name, f"environment variable {key}", "unknown setting"))
 
     raw = {**file_values, **env_values, **flags}

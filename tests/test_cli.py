@@ -69,6 +69,35 @@ async def test_check_config_accepts_good_settings() -> None:
     assert "secret-token-value" not in out
 
 
+async def test_kubernetes_service_links_do_not_stop_the_exporter() -> None:
+    """--check-config passes in a pod that a Service named cce-exporter gave its variables."""
+    links = {
+        "CCE_EXPORTER_SERVICE_HOST": "10.0.0.11",
+        "CCE_EXPORTER_SERVICE_PORT": "9849",
+        "CCE_EXPORTER_SERVICE_PORT_METRICS": "9849",
+        "CCE_EXPORTER_PORT": "tcp://10.0.0.11:9849",
+        "CCE_EXPORTER_PORT_9849_TCP": "tcp://10.0.0.11:9849",
+        "CCE_EXPORTER_PORT_9849_TCP_PROTO": "tcp",
+        "CCE_EXPORTER_PORT_9849_TCP_PORT": "9849",
+        "CCE_EXPORTER_PORT_9849_TCP_ADDR": "10.0.0.11",
+    }
+    code, out, err = await _run(
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        env=_env(CCE_EXPORTER_AUTH_TOKEN="t", **links),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip() == "configuration OK"
+    code, _, err = await _run(
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        env=_env(CCE_EXPORTER_AUTH_TOKEN="t", CCE_EXPORTER_SERVICE_HOSTS="x", **links),
+    )  # fmt: skip
+    assert code == 2
+    assert err.splitlines() == [
+        "cce-job-exporter: configuration error: service_hosts "
+        "(environment variable CCE_EXPORTER_SERVICE_HOSTS): unknown setting"
+    ]
+
+
 async def test_version_flag() -> None:
     """--version prints the version."""
     code, out, _ = await _run("--version")

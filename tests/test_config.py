@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, LogFormat, Settings, load_settings
+from exporter.config import (
+    ConfigError,
+    LogFormat,
+    Settings,
+    env_name,
+    is_service_link,
+    load_settings,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -201,6 +208,66 @@ def test_yaml_infinity_is_refused(
     assert _problems(caught) == [
         f"request_timeout (config file {config}): must be a finite number, not inf or nan"
     ]
+
+
+# What Kubernetes injects for a Service `cce-exporter` with ports `metrics`
+# (9849/TCP), `debug-port` (8080/UDP) and 3868/SCTP.
+SERVICE_LINKS = {
+    "CCE_EXPORTER_SERVICE_HOST": "10.0.0.11",
+    "CCE_EXPORTER_SERVICE_PORT": "9849",
+    "CCE_EXPORTER_SERVICE_PORT_METRICS": "9849",
+    "CCE_EXPORTER_SERVICE_PORT_DEBUG_PORT": "8080",
+    "CCE_EXPORTER_PORT": "tcp://10.0.0.11:9849",
+    "CCE_EXPORTER_PORT_9849_TCP": "tcp://10.0.0.11:9849",
+    "CCE_EXPORTER_PORT_9849_TCP_PROTO": "tcp",
+    "CCE_EXPORTER_PORT_9849_TCP_PORT": "9849",
+    "CCE_EXPORTER_PORT_9849_TCP_ADDR": "10.0.0.11",
+    "CCE_EXPORTER_PORT_8080_UDP": "udp://10.0.0.11:8080",
+    "CCE_EXPORTER_PORT_8080_UDP_PROTO": "udp",
+    "CCE_EXPORTER_PORT_8080_UDP_PORT": "8080",
+    "CCE_EXPORTER_PORT_8080_UDP_ADDR": "10.0.0.11",
+    "CCE_EXPORTER_PORT_3868_SCTP": "sctp://10.0.0.11:3868",
+}
+
+
+def test_kubernetes_service_links_are_ignored(clean_env: pytest.MonkeyPatch) -> None:
+    """The variables of a Service named cce-exporter do not stop the exporter."""
+    for key, value in SERVICE_LINKS.items():
+        clean_env.setenv(key, value)
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    settings = load_settings(MINIMAL)
+    assert settings.listen_address == "0.0.0.0:9849"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "CCE_EXPORTER_SERVICE_HOSTS",
+        "CCE_EXPORTER_SERVICE_NAME",
+        "CCE_EXPORTER_SERVICE_PORT_",
+        "CCE_EXPORTER_PORTS",
+        "CCE_EXPORTER_PORT_9849",
+        "CCE_EXPORTER_PORT_9849_HTTP",
+        "CCE_EXPORTER_PORT_9849_TCP_HOST",
+        "CCE_EXPORTER_PORT_X_TCP",
+        "cce_exporter_service_host",
+    ],
+)
+def test_other_unknown_variables_are_still_errors(clean_env: pytest.MonkeyPatch, key: str) -> None:
+    """Only the exact shapes of service links are ignored; near misses are unknown settings."""
+    clean_env.setenv(key, "1")
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(MINIMAL)
+    name = key[len("CCE_EXPORTER_") :].lower()
+    assert _problems(caught) == [f"{name} (environment variable {key}): unknown setting"]
+
+
+def test_no_setting_looks_like_a_service_link() -> None:
+    """No setting's variable has a service-link shape, so none could be ignored."""
+    assert all(is_service_link(key) for key in SERVICE_LINKS)
+    for name in Settings.model_fields:
+        assert not is_service_link(env_name(name)), name
 
 
 def test_token_and_token_file_together_is_an_error(

@@ -81,6 +81,12 @@ def test_statefulset_shards_by_pod_ordinal() -> None:
     assert "CCE_EXPORTER_AUTH_TOKEN" not in env  # secrets come from files, not the environment
 
 
+def test_the_pod_gets_no_service_links() -> None:
+    """The pod spec turns off service links, whose variables no exporter setting uses."""
+    pod = _one("StatefulSet")["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+
+
 def test_mounted_files_are_those_the_settings_name() -> None:
     """The config, jobs file and secret files the settings name are all mounted from somewhere."""
     sts = _one("StatefulSet")
