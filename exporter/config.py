@@ -209,8 +209,14 @@ class Settings(BaseSettings):
     @field_validator("region")
     @classmethod
     def _check_region(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z]{2,}(-[a-z]+)+-\d+", value):
-            msg = f"{value!r} is not a region name like 'cn-north-4'"
+        # It becomes part of a host name when endpoints are derived from it: a
+        # DNS label. Nothing more, so other clouds' regions (Open Telekom
+        # Cloud's eu-de) pass along with an explicit endpoint.
+        if value is not None and not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", value):
+            msg = (
+                f"{value!r} is not a region name: lowercase letters, digits and hyphens, "
+                "like 'cn-north-4'"
+            )
             raise ValueError(msg)
         return value
 
@@ -625,6 +631,8 @@ def load_settings(
             # A credential given but refused is not a missing one: the rules of
             # the ways of authenticating would judge what is left, and mislead.
             reported |= _AUTH_SETTINGS
+        if "region" in reported:
+            reported |= {"endpoint", "iam_endpoint"}  # nor is a refused region a missing one
         problems += [
             Problem(name, sources.source_of(name), message)
             for name, message in check_settings(settings, demo=demo)

@@ -98,6 +98,17 @@ async def test_kubernetes_service_links_do_not_stop_the_exporter() -> None:
     ]
 
 
+async def test_check_config_accepts_another_clouds_region() -> None:
+    """Open Telekom Cloud's region eu-de passes --check-config with its endpoint given."""
+    code, out, err = await _run(
+        "--check-config", "--region", "eu-de", "--project-id", PROJECT,
+        "--endpoint", "https://cce.eu-de.otc.t-systems.com",
+        env=_env(CCE_EXPORTER_AUTH_TOKEN="t"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.strip() == "configuration OK"
+
+
 async def test_version_flag() -> None:
     """--version prints the version."""
     code, out, _ = await _run("--version")

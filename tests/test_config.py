@@ -112,7 +112,7 @@ def test_every_problem_is_reported_with_its_source(
         ({"endpoint": "https://cce.example .com"}, "holds a space or a control character"),
         ({"endpoint": "https://cce.exa\nmple.com"}, "holds a space or a control character"),
         ({"endpoint": "https://cce.ex\xadample.com"}, "is not a URL the HTTP client can use"),
-        ({"region": "north"}, "is not a region name"),
+        ({"region": "cn_north_4"}, "is not a region name"),
         ({"project_id": "a b"}, "is not a valid ID"),
         ({"listen_address": "9849"}, "is not host:port"),
         ({"listen_address": "0.0.0.0:99999"}, "is not host:port"),
@@ -159,6 +159,62 @@ def test_a_password_in_a_bad_url_is_not_echoed(clean_env: pytest.MonkeyPatch) ->
         "endpoint (flag --endpoint): the URL takes no user or password; "
         "credentials have settings of their own"
     ]
+
+
+@pytest.mark.parametrize("region", ["eu-de", "eu-nl", "cn-north-4", "ap-southeast-1", "x1"])
+def test_any_dns_label_is_a_region_with_an_explicit_endpoint(
+    clean_env: pytest.MonkeyPatch, region: str
+) -> None:
+    """Regions of other clouds (Open Telekom Cloud's eu-de, eu-nl) pass with an endpoint."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    endpoint = f"https://cce.{region}.otc.t-systems.com"
+    settings = load_settings({"project_id": "p", "region": region, "endpoint": endpoint})
+    assert settings.region == region
+    assert settings.cce_endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("region", "derived"),
+    [
+        ("me-east-1", "https://cce.me-east-1.myhuaweicloud.com"),
+        ("eu-de", "https://cce.eu-de.myhuaweicloud.eu"),
+    ],
+)
+def test_a_region_without_endpoint_derives_it(
+    clean_env: pytest.MonkeyPatch, region: str, derived: str
+) -> None:
+    """With no endpoint, any accepted region derives one by the documented rule."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    assert load_settings({"project_id": "p", "region": region}).cce_endpoint == derived
+
+
+@pytest.mark.parametrize(
+    "region", ["CN-North-4", "cn_north_4", "-eu-de", "eu-de-", "eu.de", "eu de", "a" * 64, ""]
+)
+@pytest.mark.parametrize("endpoint", [None, "https://cce.example.com"])
+def test_a_region_that_is_no_dns_label_is_refused(
+    clean_env: pytest.MonkeyPatch, region: str, endpoint: str | None
+) -> None:
+    """A region that cannot be a host name's label is refused, endpoint given or not."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    flags = {"project_id": "p", "region": region}
+    if endpoint is not None:
+        flags["endpoint"] = endpoint
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags)
+    assert _problems(caught) == [
+        f"region (flag --region): {region!r} is not a region name: lowercase letters, digits "
+        "and hyphens, like 'cn-north-4'"
+    ]
+
+
+def test_a_refused_region_is_not_also_a_missing_one(clean_env: pytest.MonkeyPatch) -> None:
+    """IAM settings with a malformed region get one problem, not 'set iam_endpoint' as well."""
+    clean_env.setenv("CCE_EXPORTER_IAM_PASSWORD", "pw")
+    flags = {"project_id": "p", "region": "EU-DE", "iam_domain": "d", "iam_username": "u"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags)
+    assert [problem.split(":")[0] for problem in _problems(caught)] == ["region (flag --region)"]
 
 
 def test_eu_region_has_its_own_domain(clean_env: pytest.MonkeyPatch) -> None:
