@@ -26,6 +26,8 @@ class JobState:
     errors: tuple[int, ...] = (0,) * len(ERROR_KINDS)
     last_error: str | None = None
     last_error_kind: ErrorKind | None = None
+    # Times are wall-clock (time.time). The scheduler counts retention and the
+    # 404 slow-down on its monotonic clock from the moments these are set.
     finished_at: float | None = None
     # Failed polls in a row, and when the current run of 404 answers began (a
     # job the API no longer knows is polled ever more rarely, then dropped).
@@ -75,14 +77,6 @@ class JobState:
             streak=self.streak + 1,
             vanished_at=vanished_at,
         )
-
-    def expired(self, now: float, retention: float) -> str | None:
-        """Say why the job should leave now (finished or not_found), or None to keep it."""
-        if self.finished_at is not None and now - self.finished_at >= retention:
-            return "finished"
-        if self.vanished_at is not None and now - self.vanished_at >= retention:
-            return "not_found"
-        return None
 
 
 class JobStore:

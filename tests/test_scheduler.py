@@ -21,6 +21,18 @@ from tests.fakecce import TOKEN, FakeCCE, Fault
 PROJECT = "proj"
 
 
+class WallClock:
+    """A wall clock that runs with a monotonic fake clock, and can be stepped apart from it."""
+
+    def __init__(self, monotonic: Clock) -> None:
+        self.monotonic = monotonic
+        self.offset = 0.0  # how far the wall clock was stepped (an NTP step, a VM resumed)
+
+    def __call__(self) -> float:
+        """Tell the wall-clock time."""
+        return self.monotonic.now + self.offset
+
+
 @dataclass
 class Rig:
     """A scheduler polling a fake CCE API through the real client."""
@@ -28,7 +40,8 @@ class Rig:
     api: FakeCCE
     scheduler: Scheduler
     store: JobStore
-    clock: Clock
+    clock: Clock  # the monotonic clock; `wall` moves with it unless stepped
+    wall: WallClock
     instruments: Instruments
 
 
@@ -38,6 +51,7 @@ async def rig(aiohttp_server: AiohttpServer, instruments: Instruments) -> AsyncI
     api = FakeCCE()
     server = await aiohttp_server(api.app())
     clock = Clock()
+    wall = WallClock(clock)
     store = JobStore()
     async with aiohttp.ClientSession() as session:
         client = CCEClient(
@@ -46,8 +60,8 @@ async def rig(aiohttp_server: AiohttpServer, instruments: Instruments) -> AsyncI
         settings = PollSettings(
             project_id=PROJECT, poll_interval=30, poll_concurrency=3, finished_retention=600
         )
-        scheduler = Scheduler(client, store, instruments, settings, clock=clock)
-        yield Rig(api, scheduler, store, clock, instruments)
+        scheduler = Scheduler(client, store, instruments, settings, clock=wall, monotonic=clock)
+        yield Rig(api, scheduler, store, clock, wall, instruments)
         await scheduler.stop()
 
 
@@ -261,7 +275,7 @@ async def test_a_crashing_poll_still_waits_its_interval(
     settings = PollSettings(
         project_id=PROJECT, poll_interval=30, poll_concurrency=3, finished_retention=600
     )
-    scheduler = Scheduler(reader, JobStore(), instruments, settings, clock=clock)
+    scheduler = Scheduler(reader, JobStore(), instruments, settings, clock=clock, monotonic=clock)
     scheduler.watch(["job-1"])
     with caplog.at_level(logging.ERROR, logger="exporter.scheduler"):
         await scheduler.poll_due(jitter=False)
@@ -294,3 +308,50 @@ async def test_watched_jobs_gauge_follows_every_change(rig: Rig) -> None:
     rig.scheduler.expire()
     assert gauge() == (0, 0)
     assert len(rig.store) == 0
+
+
+async def test_a_wall_clock_step_back_does_not_stop_polling(rig: Rig) -> None:
+    """After the wall clock steps back an hour, a running job is still polled every interval."""
+    rig.api.add_job("job-1")
+    rig.scheduler.watch(["job-1"])
+    await rig.scheduler.poll_due(jitter=False)
+    rig.wall.offset -= 3600
+    rig.clock.now += 30
+    assert await rig.scheduler.poll_due(jitter=False) == ["job-1"]
+    rig.clock.now += 30
+    assert await rig.scheduler.poll_due(jitter=False) == ["job-1"]
+    assert rig.api.requests["job-1"] == 3
+
+
+async def test_a_wall_clock_step_forward_does_not_cut_retention(rig: Rig) -> None:
+    """A job seen finishing keeps its series for its whole retention despite a wall-clock step."""
+    rig.api.add_job("job-1")
+    rig.scheduler.watch(["job-1"])
+    await rig.scheduler.poll_due(jitter=False)
+    rig.api.add_job("job-1", phase="Failed")
+    rig.clock.now += 30
+    await rig.scheduler.poll_due(jitter=False)
+    rig.wall.offset += 7200
+    rig.clock.now += 599
+    await rig.scheduler.poll_due(jitter=False)
+    assert "job-1" in rig.store
+    rig.clock.now += 1
+    await rig.scheduler.poll_due(jitter=False)
+    assert "job-1" not in rig.store
+
+
+async def test_the_404_slow_down_runs_on_the_monotonic_clock(rig: Rig) -> None:
+    """A wall-clock step neither stretches nor shortens the gaps between polls of a vanished job."""
+    rig.scheduler.watch(["gone"])
+    polled_at = []
+    for step in range(200):
+        if step == 45:
+            rig.wall.offset += 100_000
+        if step == 100:
+            rig.wall.offset -= 300_000
+        if await rig.scheduler.poll_due(jitter=False):
+            polled_at.append(rig.clock.now)
+        rig.clock.now += 1
+    gaps = [b - a for a, b in itertools.pairwise(polled_at)]
+    assert gaps == [30, 30, 60]
+    assert "gone" in rig.store
