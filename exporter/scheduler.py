@@ -125,18 +125,23 @@ class Scheduler:
     def adopt(self, state: JobState) -> bool:
         """Start watching a job whose state is already known; return whether it was new.
 
-        A finished state (a job that the job list shows ended) is never polled;
-        any other is due at once.
+        A finished state (a job that the job list shows ended) is never polled,
+        and leaves at once when its retention is already over; any other is
+        due at once.
         """
         if state.job_id in self._store:
             return False
-        self._store.put(state)
-        self._tally(None, state)
         if state.finished:
-            self._hold(state, self._clock())
+            left = self._retention_left(state, self._clock())
+            if left <= 0:
+                event(log, logging.INFO, "job_expired", job_id=state.job_id, reason="finished")
+                return True
+            self._keep_until[state.job_id] = self._monotonic() + left
         else:
             self._due[state.job_id] = self._monotonic()
             self._wake.set()
+        self._store.put(state)
+        self._tally(None, state)
         return True
 
     def unwatch(self, job_id: str) -> bool:
@@ -184,11 +189,10 @@ class Scheduler:
         self.unwatch(job_id)
         event(log, logging.INFO, "job_expired", job_id=job_id, reason=reason)
 
-    def _hold(self, state: JobState, now: float) -> None:
-        """Start counting down the retention of a job that is finished as of `now` (wall)."""
+    def _retention_left(self, state: JobState, now: float) -> float:
+        """Return the seconds a finished job has still to keep its series at `now` (wall)."""
         finished_at = now if state.finished_at is None else state.finished_at
-        left = self._settings.finished_retention - (now - finished_at)
-        self._keep_until[state.job_id] = self._monotonic() + left
+        return self._settings.finished_retention - (now - finished_at)
 
     async def run(self) -> None:
         """Poll for ever: each due job as soon as it is due; cancel to stop."""
@@ -292,16 +296,23 @@ class Scheduler:
             return
         now = self._clock()
         after = before.succeeded(tree, now)
-        self._store.put(after)
-        self._tally(before, after)
-        self._gone_since.pop(job_id, None)
         for field in tree.parse_errors:
             self._instruments.parse_errors.labels(field).inc()
         if before.failing:
             event(log, logging.INFO, "job_recovered", job_id=job_id, after_polls=before.polls)
+        left = self._retention_left(after, now)
+        if after.finished and before.tree is None and left <= 0:
+            # It ended longer ago than the retention before its first good read
+            # (a restart, an ID added late): it leaves without ever being
+            # exported, so that an old failure does not page again.
+            self._expire(job_id, "finished")
+            return
+        self._store.put(after)
+        self._tally(before, after)
+        self._gone_since.pop(job_id, None)
         if after.finished:
             self._due.pop(job_id, None)
-            self._hold(after, now)
+            self._keep_until[job_id] = self._monotonic() + left
             root = tree.root
             event(
                 log,
