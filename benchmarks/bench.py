@@ -536,6 +536,7 @@ def bench_requests(report: Report, per_day: int, interval: float, discover_every
             jitter=0,
         ),
         clock=clock,
+        monotonic=clock,
     )
     watchlist = WatchList(scheduler, store, instruments)
     discovery = Discovery(

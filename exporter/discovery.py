@@ -21,7 +21,7 @@ from exporter.instruments import Instruments
 from exporter.logs import event
 from exporter.model import InvalidJobError
 from exporter.model_v2 import ListedJob
-from exporter.state import JobState
+from exporter.state import JobState, ended_at
 from exporter.watchlist import Outcome, Route, WatchList
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,11 @@ class Discovery:
         """
         if not job.finished:
             return self._watchlist.add(Route.DISCOVERY, [job_id]), False
-        ended = now if job.completed_ns is None else job.completed_ns / 1e9
+        # The same rule as a job polled finished at its first read: retention
+        # counts from its end, and a job past it is not watched at all.
+        ended = ended_at(job.completed_ns, now)
         if ended + self._settings.finished_retention <= now:
-            return None  # its series would already have expired
+            return None
         state = self._finished_state(job, job_id, now, ended)
         if state is None:
             return self._watchlist.add(Route.DISCOVERY, [job_id]), False

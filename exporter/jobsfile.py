@@ -1,4 +1,11 @@
-"""The `job_ids_file` route: a file of job IDs, one a line, re-read when it changes."""
+"""The `job_ids_file` route: a file of job IDs, one a line, re-read when it changes.
+
+A writer that truncates the file and then writes it (`cat > file`, most
+editors' plain save) can be caught between the two: the file is read again
+only once its signature (device, inode, modification time, size) is the same
+at two checks in a row and across the read, so that a half-written file
+never unwatches the jobs it lacks.
+"""
 
 import asyncio
 import logging
@@ -12,6 +19,14 @@ log = logging.getLogger(__name__)
 
 # How often the file's status is looked at; reading it happens only on change.
 CHECK_SECONDS = 1.0
+
+Signature = tuple[int, int, int, int]
+
+
+def _signature(path: Path) -> Signature:
+    # stat() follows symbolic links: a Kubernetes ConfigMap volume swaps one.
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def parse_job_ids(text: str) -> list[str]:
@@ -33,22 +48,31 @@ class JobsFile:
         self._path = path
         self._watchlist = watchlist
         self._check_seconds = check_seconds
-        self._signature: tuple[int, ...] | None = None
+        self._signature: Signature | None = None  # the file as last read
+        self._seen: Signature | None = None  # the file as the last check saw it
+        self._checked = False
         self._entries: set[str] = set()  # every entry of the last read, invalid ones too
         self._problem: str | None = None
 
     def check(self) -> bool:
-        """Re-read the file if it changed since the last read; return whether it did.
+        """Re-read the file if it changed and has settled since; return whether it was read.
 
-        A file that cannot be read keeps the jobs it named last.
+        The first check reads the file at once. After it, a change is acted on
+        at the first check that finds the file as the check before found it,
+        and unchanged across the read. A file that cannot be read keeps the
+        jobs it named last.
         """
+        first, self._checked = not self._checked, True
         try:
-            # stat() follows symbolic links: a Kubernetes ConfigMap volume swaps one.
-            st = os.stat(self._path)
-            signature = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            signature = _signature(self._path)
+            previous, self._seen = self._seen, signature
             if signature == self._signature:
                 return False
+            if signature != previous and not first:
+                return False  # changed since the last check: it may be being written
             text = self._path.read_text(encoding="utf-8")
+            if _signature(self._path) != signature:
+                return False  # written while it was read: wait until it settles
         except (OSError, UnicodeDecodeError) as exc:
             problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             if problem != self._problem:

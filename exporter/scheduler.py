@@ -1,4 +1,11 @@
-"""The poll loop: every watched job that is not finished, every `poll_interval`."""
+"""The poll loop: every watched job that is not finished, every `poll_interval`.
+
+Two clocks: the wall clock (`time.time`) stamps what is exported and tells
+how long ago a job ended; the monotonic clock (`time.monotonic`) times
+everything the loop waits for (the next poll of a job, the end of its
+retention), so that a step of the wall clock (an NTP step, a VM resumed)
+neither stops polling nor drops jobs early.
+"""
 
 import asyncio
 import contextlib
@@ -27,15 +34,15 @@ _MAX_SLEEP = 1.0
 _MAX_SLOWDOWN = 32
 
 
-def next_delay(state: JobState, now: float, interval: float) -> float:
+def next_delay(gone_for: float | None, interval: float) -> float:
     """Return the seconds until a job's next poll.
 
-    That is the interval; for a job answering 404, as long as it has been gone
-    (so the gaps double), between 1 and 32 intervals.
+    That is the interval; for a job answering 404 for `gone_for` seconds, as
+    long as it has been gone (so the gaps double), between 1 and 32 intervals.
     """
-    if state.vanished_at is None:
+    if gone_for is None:
         return interval
-    return min(_MAX_SLOWDOWN * interval, max(interval, now - state.vanished_at))
+    return min(_MAX_SLOWDOWN * interval, max(interval, gone_for))
 
 
 class JobReader(Protocol):
@@ -70,20 +77,26 @@ class Scheduler:
         settings: PollSettings,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self._reader = reader
         self._store = store
         self._instruments = instruments
         self._settings = settings
-        self._clock = clock
+        self._clock = clock  # wall clock: exported times, when a job ended
+        self._monotonic = monotonic  # every wait: due times, retention
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._semaphore = asyncio.Semaphore(settings.poll_concurrency)
-        self._due: dict[str, float] = {}  # job ID -> when it is next due (clock time)
+        self._due: dict[str, float] = {}  # job ID -> when it is next due (monotonic)
+        # Finished jobs -> when their retention ends; jobs answering 404 -> when
+        # the current run of 404 answers began (both monotonic).
+        self._keep_until: dict[str, float] = {}
+        self._gone_since: dict[str, float] = {}
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
-        self._wakes_at = -math.inf  # when the loop's current sleep ends (clock time)
+        self._wakes_at = -math.inf  # when the loop's current sleep ends (monotonic)
         self._watched = {
             state: instruments.watched_jobs.labels(state) for state in ("active", "finished")
         }
@@ -95,7 +108,7 @@ class Scheduler:
 
     def watch(self, job_ids: Iterable[str]) -> list[str]:
         """Start watching jobs (due at once); return the IDs that were new."""
-        now = self._clock()
+        now = self._monotonic()
         added = []
         for job_id in job_ids:
             if job_id in self._store:
@@ -112,16 +125,23 @@ class Scheduler:
     def adopt(self, state: JobState) -> bool:
         """Start watching a job whose state is already known; return whether it was new.
 
-        A finished state (a job that the job list shows ended) is never polled;
-        any other is due at once.
+        A finished state (a job that the job list shows ended) is never polled,
+        and leaves at once when its retention is already over; any other is
+        due at once.
         """
         if state.job_id in self._store:
             return False
+        if state.finished:
+            left = self._retention_left(state, self._clock())
+            if left <= 0:
+                event(log, logging.INFO, "job_expired", job_id=state.job_id, reason="finished")
+                return True
+            self._keep_until[state.job_id] = self._monotonic() + left
+        else:
+            self._due[state.job_id] = self._monotonic()
+            self._wake.set()
         self._store.put(state)
         self._tally(None, state)
-        if not state.finished:
-            self._due[state.job_id] = self._clock()
-            self._wake.set()
         return True
 
     def unwatch(self, job_id: str) -> bool:
@@ -129,12 +149,14 @@ class Scheduler:
         state = self._store.get(job_id)
         self._store.remove(job_id)
         self._due.pop(job_id, None)
+        self._keep_until.pop(job_id, None)
+        self._gone_since.pop(job_id, None)
         self._tally(state, None)
         return state is not None
 
     def due_jobs(self) -> list[str]:
         """List the jobs whose poll is due now and not already under way."""
-        now = self._clock()
+        now = self._monotonic()
         return [
             job_id
             for job_id, due in self._due.items()
@@ -151,16 +173,26 @@ class Scheduler:
 
     def expire(self) -> list[str]:
         """Drop finished and vanished jobs whose retention has run out; return their IDs."""
-        now = self._clock()
+        now = self._monotonic()
         retention = self._settings.finished_retention
-        gone = []
-        for state in self._store:
-            reason = state.expired(now, retention)
-            if reason is not None:
-                self.unwatch(state.job_id)
-                event(log, logging.INFO, "job_expired", job_id=state.job_id, reason=reason)
-                gone.append(state.job_id)
-        return gone
+        ended = [job_id for job_id, until in self._keep_until.items() if now >= until]
+        vanished = [
+            job_id for job_id, since in self._gone_since.items() if now - since >= retention
+        ]
+        for job_id in ended:
+            self._expire(job_id, "finished")
+        for job_id in vanished:
+            self._expire(job_id, "not_found")
+        return ended + vanished
+
+    def _expire(self, job_id: str, reason: str) -> None:
+        self.unwatch(job_id)
+        event(log, logging.INFO, "job_expired", job_id=job_id, reason=reason)
+
+    def _retention_left(self, state: JobState, now: float) -> float:
+        """Return the seconds a finished job has still to keep its series at `now` (wall)."""
+        finished_at = now if state.finished_at is None else state.finished_at
+        return self._settings.finished_retention - (now - finished_at)
 
     async def run(self) -> None:
         """Poll for ever: each due job as soon as it is due; cancel to stop."""
@@ -188,8 +220,8 @@ class Scheduler:
 
     async def _sleep_until_due(self) -> None:
         idle = [due for job_id, due in self._due.items() if job_id not in self._in_flight]
-        self._wakes_at = min([*idle, self._clock() + _MAX_SLEEP])
-        delay = self._wakes_at - self._clock()
+        self._wakes_at = min([*idle, self._monotonic() + _MAX_SLEEP])
+        delay = self._wakes_at - self._monotonic()
         self._wake.clear()
         if delay > 0:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
@@ -240,7 +272,7 @@ class Scheduler:
         async with self._semaphore:
             if job_id not in self._store:  # unwatched while it waited
                 return
-            started = self._clock()
+            started = self._monotonic()
             try:
                 tree = await self._reader.show_job(self._settings.project_id, job_id)
             except ApiError as exc:
@@ -253,24 +285,34 @@ class Scheduler:
                 self._reschedule(job_id, started)
 
     def _reschedule(self, job_id: str, started: float) -> None:
-        state = self._store.get(job_id)
-        if job_id in self._due and state is not None:
-            delay = next_delay(state, started, self._settings.poll_interval)
-            self._due[job_id] = started + delay
+        if job_id in self._due and job_id in self._store:
+            since = self._gone_since.get(job_id)
+            gone_for = None if since is None else started - since
+            self._due[job_id] = started + next_delay(gone_for, self._settings.poll_interval)
 
     def _record_success(self, job_id: str, tree: JobTree) -> None:
         before = self._store.get(job_id)
         if before is None:
             return
-        after = before.succeeded(tree, self._clock())
-        self._store.put(after)
-        self._tally(before, after)
+        now = self._clock()
+        after = before.succeeded(tree, now)
         for field in tree.parse_errors:
             self._instruments.parse_errors.labels(field).inc()
         if before.failing:
             event(log, logging.INFO, "job_recovered", job_id=job_id, after_polls=before.polls)
+        left = self._retention_left(after, now)
+        if after.finished and before.tree is None and left <= 0:
+            # It ended longer ago than the retention before its first good read
+            # (a restart, an ID added late): it leaves without ever being
+            # exported, so that an old failure does not page again.
+            self._expire(job_id, "finished")
+            return
+        self._store.put(after)
+        self._tally(before, after)
+        self._gone_since.pop(job_id, None)
         if after.finished:
             self._due.pop(job_id, None)
+            self._keep_until[job_id] = self._monotonic() + left
             root = tree.root
             event(
                 log,
@@ -286,7 +328,12 @@ class Scheduler:
         before = self._store.get(job_id)
         if before is None:
             return
-        self._store.put(before.failed(exc.kind, str(exc), self._clock()))
+        after = before.failed(exc.kind, str(exc), self._clock())
+        self._store.put(after)
+        if after.vanished_at is None:
+            self._gone_since.pop(job_id, None)
+        else:
+            self._gone_since.setdefault(job_id, self._monotonic())
         # Refused credentials fail every job alike; the auth gate logs them once.
         quiet = exc.kind in AUTH_KINDS
         if (before.last_error_kind != exc.kind or not before.failing) and not quiet:

@@ -9,6 +9,15 @@ from exporter.model import JobTree
 ERROR_KINDS = tuple(ErrorKind)
 
 
+def ended_at(end_ns: int | None, now: float) -> float:
+    """Return when a job found already finished ended: `end_ns`, no later than `now`.
+
+    `now` when the end time is unknown. Retention counts from this moment for
+    a job that the exporter never saw unfinished, whichever route named it.
+    """
+    return now if end_ns is None else min(now, end_ns / 1e9)
+
+
 @dataclass(frozen=True, slots=True)
 class JobState:
     """What is known of one watched job: its last good tree and how its polls went.
@@ -26,6 +35,10 @@ class JobState:
     errors: tuple[int, ...] = (0,) * len(ERROR_KINDS)
     last_error: str | None = None
     last_error_kind: ErrorKind | None = None
+    # Times are wall-clock (time.time). The scheduler counts retention and the
+    # 404 slow-down on its monotonic clock from the moments these are set.
+    # finished_at is when retention starts: when the exporter saw the job
+    # finish, or when it ended if it was finished at its first good read.
     finished_at: float | None = None
     # Failed polls in a row, and when the current run of 404 answers began (a
     # job the API no longer knows is polled ever more rarely, then dropped).
@@ -43,10 +56,15 @@ class JobState:
         return self.polls > 0 and not self.last_ok
 
     def succeeded(self, tree: JobTree, now: float) -> "JobState":
-        """Return the state after a poll that read `tree` at `now`."""
+        """Return the state after a poll that read `tree` at `now`.
+
+        A job seen unfinished before counts as finished from `now`; one that is
+        finished at its first good read, from its own last update.
+        """
         finished_at = self.finished_at
         if finished_at is None and tree.root.finished:
-            finished_at = now
+            seen_running = self.tree is not None
+            finished_at = now if seen_running else ended_at(tree.root.updated_ns, now)
         return replace(
             self,
             tree=tree,
@@ -75,14 +93,6 @@ class JobState:
             streak=self.streak + 1,
             vanished_at=vanished_at,
         )
-
-    def expired(self, now: float, retention: float) -> str | None:
-        """Say why the job should leave now (finished or not_found), or None to keep it."""
-        if self.finished_at is not None and now - self.finished_at >= retention:
-            return "finished"
-        if self.vanished_at is not None and now - self.vanished_at >= retention:
-            return "not_found"
-        return None
 
 
 class JobStore:

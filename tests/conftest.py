@@ -84,6 +84,7 @@ def idle_watchlist(
         instruments,
         PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
         clock=lambda: 1000.0,
+        monotonic=lambda: 1000.0,
     )
     return (
         WatchList(scheduler, store, instruments, shard=shard, max_jobs=max_jobs),

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from exporter.client import MAX_BODY_BYTES
+from tests.fakelist import go_time
 
 TOKEN = "test-token"
 CCE_NOT_FOUND = {"error_code": "CCE.01404001", "error_msg": "Job not found"}
@@ -68,15 +69,19 @@ class FakeCCE:
         # Picks a fault for a request of a job without a fixed one (None: answer well).
         self.chooser: Callable[[str], Fault | None] | None = None
 
-    def add_job(self, job_id: str, phase: str = "Running", **extra: Any) -> None:
-        """Serve a simple job with that ID and phase."""
+    def add_job(
+        self, job_id: str, phase: str = "Running", *, updated: float | None = None, **extra: Any
+    ) -> None:
+        """Serve a simple job with that ID and phase (last updated at `updated`, a Unix time)."""
         self.jobs[job_id] = {
             "kind": "Job",
             "apiVersion": "v3",
             "metadata": {
                 "uid": job_id,
                 "creationTimestamp": "2025-01-01 10:00:00.5 +0000 UTC",
-                "updateTimestamp": "2025-01-01 10:05:00 +0000 UTC",
+                "updateTimestamp": (
+                    "2025-01-01 10:05:00 +0000 UTC" if updated is None else go_time(updated)
+                ),
             },
             "spec": {"type": extra.pop("job_type", "CreateNode"), "clusterUID": "c-1"},
             "status": {"phase": phase, **extra},

@@ -124,7 +124,7 @@ def scenario(now: float) -> dict[str, tuple[int, Any]]:
             429,
             {"error_code": "APIG.0308", "error_msg": "policy user over ratelimit,limit:60"},
         ),
-        # Finished long ago and retained: no alert may fire for it.
+        # Started long ago, finished within the retention: no alert may fire for it.
         DONE_JOB: (
             200,
             job(
@@ -132,11 +132,11 @@ def scenario(now: float) -> dict[str, tuple[int, Any]]:
                 "UpgradeCluster",
                 "Success",
                 now - 9 * hour,
-                now - 8 * hour,
+                now - 0.5 * hour,
                 resource_name="prod-cluster",
                 sub_jobs=(
                     job("sub-d-0", "UpgradeMaster", "Success", now - 9 * hour, now - 8.5 * hour),
-                    job("sub-d-1", "UpgradeNodes", "Success", now - 9 * hour, now - 8 * hour),
+                    job("sub-d-1", "UpgradeNodes", "Success", now - 9 * hour, now - 0.5 * hour),
                 ),
             ),
         ),

@@ -55,6 +55,7 @@ class Rig:
             self.instruments,
             PollSettings(PROJECT_ID, poll_interval=1, poll_concurrency=8, finished_retention=60),
             clock=self.clock,
+            monotonic=self.clock,
         )
         scheduler.watch(jobs)
         return scheduler

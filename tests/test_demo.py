@@ -80,7 +80,7 @@ async def test_exporter_follows_the_demo_through_the_real_client(
             instruments,
             PollSettings(DEMO_PROJECT_ID, poll_interval=5, poll_concurrency=4,
                          finished_retention=3600),
-            clock=clock,
+            clock=clock, monotonic=clock,
         )  # fmt: skip
         scheduler.watch(job.job_id for job in cloud.jobs())
         await scheduler.poll_due(jitter=False)

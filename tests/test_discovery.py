@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,3 +232,47 @@ async def test_not_ready_before_the_first_read_of_the_list(
         assert not ex.ready()  # the jobs it found are not polled yet
         await ex.scheduler.poll_due(jitter=False)
         assert ex.ready()
+
+
+async def test_after_a_restart_no_route_exports_a_job_that_ended_long_ago(
+    cce: FakeCCE, server: TestServer, tmp_path: Path
+) -> None:
+    """Named in the settings, the jobs file or the list, a job that ended too long ago stays out."""
+    now = time.time()
+    for job_id, ended in (("old-a", now - 2 * HOUR), ("old-b", now - 2 * HOUR)):
+        cce.add(job_id, created=ended - 600, updated=ended, phase="Failed", reason="boom")
+    cce.add("recent", created=now - 1200, updated=now - 600, phase="Failed", reason="boom")
+    jobs_file = tmp_path / "jobs.txt"
+    jobs_file.write_text("old-b\n")
+    settings = _settings(
+        server, job_ids=("old-a", "recent"), job_ids_file=jobs_file, finished_retention=HOUR
+    )
+    async with exporter(settings) as ex:
+        assert ex.discovery is not None
+        await ex.discovery.refresh()
+        await ex.scheduler.poll_due(jitter=False)
+        await ex.discovery.refresh()
+        await ex.scheduler.poll_due(jitter=False)
+        text = ex.renderer.render(ex.store).decode()
+        recent = ex.store.get("recent")
+        assert _ids(ex) == {"recent"}
+    assert 'job_id="old-' not in text
+    assert cce.hits["show:old-a"] == cce.hits["show:old-b"] == 1
+    assert recent is not None
+    assert recent.finished_at == pytest.approx(now - 600, abs=1)
+
+
+async def test_a_listed_end_time_in_the_future_counts_as_now(
+    cce: FakeCCE, server: TestServer
+) -> None:
+    """A job listed finished with an end time ahead of the clock keeps its series from now on."""
+    now = time.time()
+    cce.add("ahead", created=now - 600, updated=now + HOUR, phase="Success")
+    async with exporter(_settings(server, finished_retention=HOUR)) as ex:
+        assert ex.discovery is not None
+        result = await ex.discovery.refresh()
+        state = ex.store.get("ahead")
+    assert result.stored_finished == 1
+    assert state is not None
+    assert state.finished_at is not None
+    assert now <= state.finished_at <= time.time()

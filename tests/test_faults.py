@@ -87,7 +87,7 @@ async def rig(
         settings = PollSettings(
             project_id=PROJECT, poll_interval=INTERVAL, poll_concurrency=4, finished_retention=600
         )
-        scheduler = Scheduler(client, store, instruments, settings, clock=clock)
+        scheduler = Scheduler(client, store, instruments, settings, clock=clock, monotonic=clock)
         renderer = Renderer(PROJECT, instruments.registry)
         web_client = await aiohttp_client(
             create_app(WebContext(store, renderer, lambda: scheduler.ready, PROJECT))

@@ -56,6 +56,8 @@ def _fake_api() -> FakeCCE:
         api.add_job(job_id)
     del api.jobs["gone"]  # answered by the CCE 404 body
     api.add_job(DONE, phase="Success")
+    # No update time: its retention counts from the exporter's first read of it.
+    del api.jobs[DONE]["metadata"]["updateTimestamp"]
     api.jobs[WIDE] = wide_job(WIDE, 5000)
     job_text = json.dumps(job_object("x"))
     throttled = json.dumps({"error_code": "APIG.0308", "error_msg": "over ratelimit"})

@@ -1,6 +1,8 @@
 import asyncio
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +30,12 @@ def _ids(store: JobStore) -> set[str]:
     return {state.job_id for state in store}
 
 
+def _settle(jobs_file: JobsFile) -> bool:
+    """Check twice, as the run loop does a second apart: a settled change is read at the second."""
+    assert not jobs_file.check()  # the change is seen, not yet acted on
+    return jobs_file.check()
+
+
 def test_parse_job_ids_skips_comments_and_blank_lines() -> None:
     """One ID a line; `#` starts a comment anywhere; blank lines are skipped."""
     text = "# watched jobs\njob-a\n\n  job-b   # the upgrade\n#job-c\njob-d\r\n"
@@ -44,6 +52,8 @@ def test_file_changes_add_and_remove_jobs(tmp_path: Path, instruments: Instrumen
     assert _ids(store) == {"job-a", "job-b"}
     assert not jobs_file.check()  # unchanged: not read again
     _write(path, "job-b\njob-c\n")
+    assert not jobs_file.check()  # changed: read once it looks the same at the next check
+    assert _ids(store) == {"job-a", "job-b"}
     assert jobs_file.check()
     assert _ids(store) == {"job-b", "job-c"}
 
@@ -57,7 +67,7 @@ def test_file_keeps_jobs_other_routes_name(tmp_path: Path, instruments: Instrume
     jobs_file = JobsFile(path, watchlist)
     jobs_file.check()
     _write(path, "")
-    jobs_file.check()
+    assert _settle(jobs_file)
     assert _ids(store) == {"job-a"}
 
 
@@ -83,7 +93,7 @@ def test_invalid_lines_are_counted_once(tmp_path: Path, instruments: Instruments
     jobs_file = JobsFile(path, watchlist)
     jobs_file.check()
     _write(path, "job-a\nnot/valid\njob-b\n")
-    jobs_file.check()
+    assert _settle(jobs_file)
     rejected = instruments.registry.get_sample_value(
         "cce_exporter_rejected_jobs_total", {"reason": "invalid_id"}
     )
@@ -102,7 +112,77 @@ def test_refused_ids_are_offered_again_at_the_next_change(
     jobs_file.check()
     assert _ids(store) == {"job-a"}
     _write(path, "job-b\n")
+    assert _settle(jobs_file)
+    assert _ids(store) == {"job-b"}
+
+
+def test_a_file_caught_half_written_is_not_acted_on(
+    tmp_path: Path, instruments: Instruments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file seen truncated, then partly written, unwatches nothing; the finished file is read."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\njob-b\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    assert jobs_file.check()
+    states = {state.job_id: state for state in store}
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        for text in ("", "job-a\njob-", "job-a\njob-b\njob-c\n"):
+            _write(path, text)  # each look finds the file changed again: not yet settled
+            assert not jobs_file.check()
+            assert _ids(store) == {"job-a", "job-b"}
+        assert jobs_file.check()  # unchanged since the last look: read
+    assert _ids(store) == {"job-a", "job-b", "job-c"}
+    assert all(store.get(job_id) is state for job_id, state in states.items())
+    messages = [record.getMessage() for record in caplog.records]
+    assert "jobs_unwatched" not in messages
+    assert messages.count("jobs_file_read") == 1
+
+
+def test_a_file_written_while_it_is_read_is_read_again_once_settled(
+    tmp_path: Path, instruments: Instruments, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that changes during the read is not acted on; it is read again once settled."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\njob-b\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
     jobs_file.check()
+    _write(path, "job-a\n")  # a writer that truncates, caught after one line...
+    assert not jobs_file.check()
+    read_text = Path.read_text
+
+    def read_then_write(self: Path, *args: Any, **kwargs: Any) -> str:
+        text = read_text(self, *args, **kwargs)
+        if self == path:
+            _write(path, "job-a\njob-b\njob-c\n")  # ... finishes right after the read
+        return text
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_text", read_then_write)
+        assert not jobs_file.check()
+    assert _ids(store) == {"job-a", "job-b"}
+    assert _settle(jobs_file)
+    assert _ids(store) == {"job-a", "job-b", "job-c"}
+
+
+def test_an_atomic_replace_is_read_at_the_next_check(
+    tmp_path: Path, instruments: Instruments
+) -> None:
+    """A ConfigMap-style swap of a symbolic link is acted on one check later, once settled."""
+    first = tmp_path / "v1"
+    first.write_text("job-a\n")
+    path = tmp_path / "jobs.txt"
+    path.symlink_to(first)
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    assert jobs_file.check()
+    second = tmp_path / "v2"
+    second.write_text("job-b\n")
+    swap = tmp_path / "swap"
+    swap.symlink_to(second)
+    swap.replace(path)
+    assert _settle(jobs_file)
     assert _ids(store) == {"job-b"}
 
 

@@ -2,6 +2,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -12,13 +13,42 @@ from exporter.auth import TokenAuth
 from exporter.client import CCEClient
 from exporter.errors import ErrorKind
 from exporter.instruments import Instruments
+from exporter.jobsfile import JobsFile
 from exporter.model import JobTree
 from exporter.scheduler import PollSettings, Scheduler
-from exporter.state import JobStore
+from exporter.state import JobState, JobStore
+from exporter.watchlist import WatchList
 from tests.conftest import Clock
 from tests.fakecce import TOKEN, FakeCCE, Fault
 
 PROJECT = "proj"
+HOUR = 3600.0
+
+
+class WallClock:
+    """A wall clock that runs with a monotonic fake clock, and can be stepped apart from it."""
+
+    def __init__(self, monotonic: Clock) -> None:
+        self.monotonic = monotonic
+        self.offset = 0.0  # how far the wall clock was stepped (an NTP step, a VM resumed)
+
+    def __call__(self) -> float:
+        """Tell the wall-clock time."""
+        return self.monotonic.now + self.offset
+
+
+class RecordingStore(JobStore):
+    """A job store that remembers every job ever stored with a tree, however briefly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def put(self, state: JobState) -> None:
+        """Store the state and remember its job if the state has a tree."""
+        if state.tree is not None:
+            self.read.add(state.job_id)
+        super().put(state)
 
 
 @dataclass
@@ -27,27 +57,32 @@ class Rig:
 
     api: FakeCCE
     scheduler: Scheduler
-    store: JobStore
-    clock: Clock
+    store: RecordingStore
+    clock: Clock  # the monotonic clock; `wall` moves with it unless stepped
+    wall: WallClock
     instruments: Instruments
 
 
 @pytest.fixture
-async def rig(aiohttp_server: AiohttpServer, instruments: Instruments) -> AsyncIterator[Rig]:
-    """A scheduler (interval 30 s, concurrency 3, retention 600 s) against a fake API."""
+async def rig(
+    aiohttp_server: AiohttpServer, instruments: Instruments, request: pytest.FixtureRequest
+) -> AsyncIterator[Rig]:
+    """A scheduler (interval 30 s, concurrency 3, retention 600 s or the param) on a fake API."""
+    retention = getattr(request, "param", 600.0)
     api = FakeCCE()
     server = await aiohttp_server(api.app())
     clock = Clock()
-    store = JobStore()
+    wall = WallClock(clock)
+    store = RecordingStore()
     async with aiohttp.ClientSession() as session:
         client = CCEClient(
             session, str(server.make_url("")), TokenAuth(SecretStr(TOKEN)), instruments, timeout=5
         )
         settings = PollSettings(
-            project_id=PROJECT, poll_interval=30, poll_concurrency=3, finished_retention=600
+            project_id=PROJECT, poll_interval=30, poll_concurrency=3, finished_retention=retention
         )
-        scheduler = Scheduler(client, store, instruments, settings, clock=clock)
-        yield Rig(api, scheduler, store, clock, instruments)
+        scheduler = Scheduler(client, store, instruments, settings, clock=wall, monotonic=clock)
+        yield Rig(api, scheduler, store, clock, wall, instruments)
         await scheduler.stop()
 
 
@@ -79,8 +114,8 @@ async def test_finished_job_is_not_polled_again(rig: Rig) -> None:
 
 
 async def test_finished_job_is_dropped_after_retention(rig: Rig) -> None:
-    """A finished job keeps its state for finished_retention seconds, then leaves the store."""
-    rig.api.add_job("done", phase="Success")
+    """A job that just finished keeps its state for finished_retention seconds, then leaves."""
+    rig.api.add_job("done", phase="Success", updated=rig.wall())
     rig.scheduler.watch(["done"])
     await rig.scheduler.poll_due(jitter=False)
     rig.clock.now += 599
@@ -261,7 +296,7 @@ async def test_a_crashing_poll_still_waits_its_interval(
     settings = PollSettings(
         project_id=PROJECT, poll_interval=30, poll_concurrency=3, finished_retention=600
     )
-    scheduler = Scheduler(reader, JobStore(), instruments, settings, clock=clock)
+    scheduler = Scheduler(reader, JobStore(), instruments, settings, clock=clock, monotonic=clock)
     scheduler.watch(["job-1"])
     with caplog.at_level(logging.ERROR, logger="exporter.scheduler"):
         await scheduler.poll_due(jitter=False)
@@ -294,3 +329,153 @@ async def test_watched_jobs_gauge_follows_every_change(rig: Rig) -> None:
     rig.scheduler.expire()
     assert gauge() == (0, 0)
     assert len(rig.store) == 0
+
+
+async def test_a_wall_clock_step_back_does_not_stop_polling(rig: Rig) -> None:
+    """After the wall clock steps back an hour, a running job is still polled every interval."""
+    rig.api.add_job("job-1")
+    rig.scheduler.watch(["job-1"])
+    await rig.scheduler.poll_due(jitter=False)
+    rig.wall.offset -= 3600
+    rig.clock.now += 30
+    assert await rig.scheduler.poll_due(jitter=False) == ["job-1"]
+    rig.clock.now += 30
+    assert await rig.scheduler.poll_due(jitter=False) == ["job-1"]
+    assert rig.api.requests["job-1"] == 3
+
+
+async def test_a_wall_clock_step_forward_does_not_cut_retention(rig: Rig) -> None:
+    """A job seen finishing keeps its series for its whole retention despite a wall-clock step."""
+    rig.api.add_job("job-1")
+    rig.scheduler.watch(["job-1"])
+    await rig.scheduler.poll_due(jitter=False)
+    rig.api.add_job("job-1", phase="Failed")
+    rig.clock.now += 30
+    await rig.scheduler.poll_due(jitter=False)
+    rig.wall.offset += 7200
+    rig.clock.now += 599
+    await rig.scheduler.poll_due(jitter=False)
+    assert "job-1" in rig.store
+    rig.clock.now += 1
+    await rig.scheduler.poll_due(jitter=False)
+    assert "job-1" not in rig.store
+
+
+async def test_the_404_slow_down_runs_on_the_monotonic_clock(rig: Rig) -> None:
+    """A wall-clock step neither stretches nor shortens the gaps between polls of a vanished job."""
+    rig.scheduler.watch(["gone"])
+    polled_at = []
+    for step in range(200):
+        if step == 45:
+            rig.wall.offset += 100_000
+        if step == 100:
+            rig.wall.offset -= 300_000
+        if await rig.scheduler.poll_due(jitter=False):
+            polled_at.append(rig.clock.now)
+        rig.clock.now += 1
+    gaps = [b - a for a, b in itertools.pairwise(polled_at)]
+    assert gaps == [30, 30, 60]
+    assert "gone" in rig.store
+
+
+def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, object]]:
+    """The fields of each logged event of that name."""
+    return [r.fields for r in caplog.records if r.getMessage() == name]  # type: ignore[attr-defined]
+
+
+async def test_a_job_found_finished_past_its_retention_is_never_exported(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that ended longer ago than the retention, read for the first time, leaves at once."""
+    rig.api.add_job("old", phase="Failed", reason="quota", updated=rig.wall() - 2 * 86400)
+    rig.scheduler.watch(["old"])
+    with caplog.at_level(logging.INFO, logger="exporter.scheduler"):
+        assert await rig.scheduler.poll_due(jitter=False) == ["old"]
+        for _ in range(5):
+            rig.clock.now += 60
+            assert await rig.scheduler.poll_due(jitter=False) == []
+    assert "old" not in rig.store.read  # no phase series, not even for a moment
+    assert rig.api.requests["old"] == 1
+    assert _events(caplog, "job_expired") == [{"job_id": "old", "reason": "finished"}]
+    assert _events(caplog, "job_finished") == []
+    for state in ("active", "finished"):
+        assert rig.instruments.registry.get_sample_value(
+            "cce_exporter_watched_jobs", {"state": state}
+        ) == 0.0  # fmt: skip
+
+
+@pytest.mark.parametrize("rig", [HOUR], indirect=True)
+async def test_a_job_found_finished_keeps_what_is_left_of_its_retention(rig: Rig) -> None:
+    """A job that ended 10 minutes before its first read keeps its series 50 more minutes."""
+    ended = rig.wall() - 600
+    rig.api.add_job("recent", phase="Failed", updated=ended)
+    rig.scheduler.watch(["recent"])
+    await rig.scheduler.poll_due(jitter=False)
+    state = rig.store.get("recent")
+    assert state is not None
+    assert state.finished_at == ended
+    rig.clock.now += 50 * 60 - 1
+    await rig.scheduler.poll_due(jitter=False)
+    assert "recent" in rig.store
+    rig.clock.now += 1
+    await rig.scheduler.poll_due(jitter=False)
+    assert "recent" not in rig.store
+    assert rig.api.requests["recent"] == 1
+
+
+@pytest.mark.parametrize("rig", [HOUR], indirect=True)
+async def test_a_job_seen_running_keeps_the_retention_from_when_it_was_seen_finished(
+    rig: Rig,
+) -> None:
+    """A job watched while running counts its retention from the poll that saw it finished."""
+    rig.api.add_job("job-1", updated=rig.wall() - 2 * HOUR)
+    rig.scheduler.watch(["job-1"])
+    await rig.scheduler.poll_due(jitter=False)
+    # Its own update time is two hours old: it must not count.
+    rig.api.add_job("job-1", phase="Failed", updated=rig.wall() - 2 * HOUR)
+    rig.clock.now += 30
+    await rig.scheduler.poll_due(jitter=False)
+    state = rig.store.get("job-1")
+    assert state is not None
+    assert state.finished_at == rig.wall()
+    rig.clock.now += HOUR - 1
+    await rig.scheduler.poll_due(jitter=False)
+    assert "job-1" in rig.store
+    rig.clock.now += 1
+    await rig.scheduler.poll_due(jitter=False)
+    assert "job-1" not in rig.store
+
+
+@pytest.mark.parametrize("updated", ["2999-01-01 00:00:00 +0000 UTC", "last Tuesday"])
+async def test_a_found_finished_job_without_a_usable_end_counts_from_now(
+    rig: Rig, updated: str
+) -> None:
+    """An update time in the future or unreadable makes the first read the job's end."""
+    rig.api.add_job("odd", phase="Success")
+    rig.api.jobs["odd"]["metadata"]["updateTimestamp"] = updated
+    rig.scheduler.watch(["odd"])
+    await rig.scheduler.poll_due(jitter=False)
+    state = rig.store.get("odd")
+    assert state is not None
+    assert state.finished_at == rig.wall()
+
+
+async def test_a_job_dropped_at_its_first_read_is_not_offered_again(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """The jobs file still naming a job dropped at its first read does not bring it back."""
+    watchlist = WatchList(rig.scheduler, rig.store, rig.instruments)
+    rig.api.add_job("old", phase="Failed", updated=rig.wall() - 86400)
+    rig.api.add_job("new")
+    path = tmp_path / "jobs.txt"
+    path.write_text("old\n")
+    jobs_file = JobsFile(path, watchlist)
+    jobs_file.check()
+    await rig.scheduler.poll_due(jitter=False)
+    path.write_text("old\nnew\n")  # longer: the file's signature changes
+    while not jobs_file.check():
+        pass
+    rig.clock.now += 30
+    await rig.scheduler.poll_due(jitter=False)
+    assert {state.job_id for state in rig.store} == {"new"}
+    assert rig.api.requests == {"old": 1, "new": 1}

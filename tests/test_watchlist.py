@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from exporter.instruments import Instruments
@@ -104,3 +106,19 @@ def test_every_route_passes_the_same_gate(instruments: Instruments, route: Route
     watchlist.add(Route.SETTINGS, ["first"])
     assert watchlist.add(route, ["second"]).refused == ("second",)
     assert _rejected(instruments, "max_jobs") == 1
+
+
+def test_adopt_drops_a_finished_state_whose_retention_is_over(
+    instruments: Instruments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A known finished state that ended longer ago than the retention is never stored."""
+    watchlist, store, _ = idle_watchlist(instruments)  # at 1000 s, retention 60 s
+    state = JobState("done-1", polls=1, last_ok=True, finished_at=940.0)
+    with caplog.at_level(logging.INFO, logger="exporter.scheduler"):
+        watchlist.adopt(Route.DISCOVERY, state)
+    assert "done-1" not in store
+    assert [r.getMessage() for r in caplog.records] == ["job_expired"]
+    watched = instruments.registry.get_sample_value(
+        "cce_exporter_watched_jobs", {"state": "finished"}
+    )
+    assert watched == 0
