@@ -28,6 +28,7 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.logs import event
 from exporter.ratelimit import RateLimiter
+from exporter.text import valid_text
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,8 @@ def iam_error_detail(body: bytes) -> str:
         code = data.get("code") or data.get("error_code") or data.get("errorCode")
         message = data.get("message") or data.get("error_msg") or data.get("errorMessage")
         parts = [str(part) for part in (code, message) if part]
-        if parts:
-            return ": ".join(parts)[:_DETAIL_CHARS]
+        if parts:  # the API's own words, which JSON may spell with lone surrogates
+            return valid_text(": ".join(parts)[:_DETAIL_CHARS])
     return "unexpected error body"
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from exporter.model import (
     TERMINAL_PHASES,
+    ApiStr,
     InvalidJobError,
     JobMetadata,
     JobModel,
@@ -23,6 +24,7 @@ from exporter.model import (
     Text,
     flatten,
 )
+from exporter.text import valid_text
 from exporter.timestamps import parse_timestamp
 
 
@@ -35,7 +37,7 @@ class V2JobSpec(BaseModel):
     clusteruid: Text = None
     resourceid: Text = None
     resourcename: Text = None
-    extendparam: Annotated[dict[str, str] | None, Lenient] = None
+    extendparam: Annotated[dict[ApiStr, ApiStr] | None, Lenient] = None
     subjobs: Annotated[list[Any] | None, Lenient] = None
 
 
@@ -106,7 +108,7 @@ class ListedJob:
 
 def _text(section: object, key: str) -> str | None:
     value = section.get(key) if isinstance(section, dict) else None
-    return value if isinstance(value, str) and value else None
+    return valid_text(value) if isinstance(value, str) and value else None
 
 
 def _parsed(value: str | None) -> int | None:
