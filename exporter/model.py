@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from exporter.text import valid_text
-from exporter.timestamps import parse_timestamp
+from exporter.timestamps import GO_ZERO_TIME_NS, parse_timestamp
 
 PHASES = ("Initializing", "Running", "Success", "Failed")
 TERMINAL_PHASES = frozenset({"Success", "Failed"})
@@ -218,11 +218,14 @@ def _phase_counts(children: Iterable[NodeFacts]) -> tuple[tuple[str, int], ...]:
 
 
 def _timestamp(value: str | None, field: str, errors: list[str]) -> int | None:
+    """Read a timestamp field; Go's zero time is a time never set, as if absent."""
     if value is None:
         return None
     parsed = parse_timestamp(value)
     if parsed is None:
         errors.append(field)
+    elif parsed == GO_ZERO_TIME_NS:
+        return None
     return parsed
 
 

@@ -25,7 +25,7 @@ from exporter.model import (
     flatten,
 )
 from exporter.text import valid_text
-from exporter.timestamps import parse_timestamp
+from exporter.timestamps import is_zero_time, parse_timestamp
 
 
 class V2JobSpec(BaseModel):
@@ -111,6 +111,12 @@ def _text(section: object, key: str) -> str | None:
     return valid_text(value) if isinstance(value, str) and value else None
 
 
+def _time_text(section: object, key: str) -> str | None:
+    """Return a timestamp field's text; None when absent, empty or Go's zero time."""
+    text = _text(section, key)
+    return None if text is None or is_zero_time(text) else text
+
+
 def _parsed(value: str | None) -> int | None:
     return None if value is None else parse_timestamp(value)
 
@@ -130,14 +136,14 @@ def read_listing(data: object) -> list[ListedJob]:
         if not isinstance(raw, dict):
             continue
         metadata, spec, status = raw.get("metadata"), raw.get("spec"), raw.get("status")
-        updated = _text(metadata, "updateTimestamp")
-        completed = _text(status, "completionTime") or updated
+        updated = _time_text(metadata, "updateTimestamp")
+        completed = _time_text(status, "completionTime") or updated
         listed.append(
             ListedJob(
                 job_id=_text(metadata, "uid"),
                 job_type=_text(spec, "type") or "",
                 phase=_text(status, "status"),
-                created_ns=_parsed(_text(metadata, "creationTimestamp")),
+                created_ns=_parsed(_time_text(metadata, "creationTimestamp")),
                 completed_ns=_parsed(completed),
                 raw=raw,
             )

@@ -171,6 +171,23 @@ def test_lone_surrogates_cost_only_their_code_points() -> None:
     assert spec.extendParam == {"k\ufffd": "v\ufffd"}
 
 
+@pytest.mark.parametrize("zero", ["0001-01-01 00:00:00 +0000 UTC", "0001-01-01T00:00:00Z"])
+def test_go_zero_time_reads_as_an_absent_timestamp(example_job: dict[str, Any], zero: str) -> None:
+    """Go's zero time in a timestamp field gives the same tree as the field left out."""
+    absent = copy.deepcopy(example_job)
+    for job in (example_job, example_job["spec"]["subJobs"][0]):
+        job["metadata"]["creationTimestamp"] = zero
+        job["metadata"]["updateTimestamp"] = zero
+    for job in (absent, absent["spec"]["subJobs"][0]):
+        del job["metadata"]["creationTimestamp"], job["metadata"]["updateTimestamp"]
+    tree = flatten(example_job, EXAMPLE_JOB_ID)
+    assert tree == flatten(absent, EXAMPLE_JOB_ID)
+    assert tree.parse_errors == ()
+    root, first, second = tree.nodes
+    assert (root.created_ns, root.updated_ns, first.created_ns, first.updated_ns) == (None,) * 4
+    assert second.created_ns is not None
+
+
 @pytest.mark.parametrize("data", [[], "job", 3, None, {"kind": "Job"}, {"foo": {"bar": 1}}])
 def test_what_is_not_a_job_is_refused(data: object) -> None:
     """A body that is not a job object at all raises InvalidJobError."""

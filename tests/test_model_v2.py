@@ -1,3 +1,4 @@
+import copy
 import json
 from typing import Any
 
@@ -122,3 +123,17 @@ def test_lone_surrogates_in_the_list_become_replacement_characters() -> None:
         "Fail\ufffded",
         "why \ufffd",
     )
+
+
+def test_go_zero_times_in_the_list_read_as_absent() -> None:
+    """Zero creation and completion times are absent: the job ended at its update time."""
+    raw = copy.deepcopy(LISTED_EXAMPLE)
+    raw["metadata"]["creationTimestamp"] = "0001-01-01 00:00:00 +0000 UTC"
+    raw["status"]["completionTime"] = "0001-01-01T00:00:00Z"
+    raw["metadata"]["updateTimestamp"] = "2025-09-02 11:30:00 +0000 UTC"
+    [listed] = read_listing([raw])
+    assert listed.created_ns is None
+    assert listed.completed_ns == 1756812600_000000000
+    root = listed.tree().root
+    assert (root.created_ns, root.updated_ns) == (None, 1756812600_000000000)
+    assert listed.tree().parse_errors == ()
