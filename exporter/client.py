@@ -23,6 +23,7 @@ from exporter.instruments import Instruments
 from exporter.model import InvalidJobError, JobTree, flatten
 from exporter.model_v2 import ListedJob, read_listing
 from exporter.ratelimit import RateLimiter, Sleep
+from exporter.text import valid_text
 
 _T = TypeVar("_T")
 
@@ -64,8 +65,8 @@ def error_detail(body: bytes) -> str:
             or data.get("reason")
         )
         parts = [str(part) for part in (code, message) if part]
-        if parts:
-            return ": ".join(parts)[:_DETAIL_CHARS]
+        if parts:  # the API's own words, which JSON may spell with lone surrogates
+            return valid_text(": ".join(parts)[:_DETAIL_CHARS])
     return f"unexpected body {str(data)[:_DETAIL_CHARS]!r}"
 
 

@@ -2,6 +2,8 @@
 
 from enum import StrEnum
 
+from exporter.text import valid_text
+
 
 class ErrorKind(StrEnum):
     """Why a request failed: the `error` label of `cce_job_poll_errors_total`."""
@@ -34,9 +36,11 @@ class ApiError(Exception):
         retry_after: float | None = None,
     ) -> None:
         self.kind = kind
-        self.detail = detail
+        # Text from the answer (its body, a header, aiohttp's words on it) may
+        # hold lone surrogates; this text reaches logs and the status pages.
+        self.detail = valid_text(detail)
         self.status = status
-        self.request_id = request_id
+        self.request_id = None if request_id is None else valid_text(request_id)
         # Seconds the API asked us to wait (its Retry-After header), if it did.
         self.retry_after = retry_after
         super().__init__(str(self))

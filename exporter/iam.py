@@ -28,6 +28,8 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.logs import event
 from exporter.ratelimit import RateLimiter
+from exporter.text import valid_text
+from exporter.timestamps import is_zero_time
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,8 @@ def iam_error_detail(body: bytes) -> str:
         code = data.get("code") or data.get("error_code") or data.get("errorCode")
         message = data.get("message") or data.get("error_msg") or data.get("errorMessage")
         parts = [str(part) for part in (code, message) if part]
-        if parts:
-            return ": ".join(parts)[:_DETAIL_CHARS]
+        if parts:  # the API's own words, which JSON may spell with lone surrogates
+            return valid_text(": ".join(parts)[:_DETAIL_CHARS])
     return "unexpected error body"
 
 
@@ -267,11 +269,14 @@ class IamAuth:
             raise ApiError(ErrorKind.INVALID_RESPONSE, msg, status=201)
         try:
             data = json.loads(body)["token"]
-            expires_at = parse_expiry(data["expires_at"])
-            issued_at = parse_expiry(data["issued_at"]) if "issued_at" in data else None
+            expires_at = _token_time(data, "expires_at")
+            issued_at = _token_time(data, "issued_at")
         except (ValueError, RecursionError, KeyError, TypeError) as exc:
             msg = f"IAM: token answer without a readable token.expires_at ({exc})"
             raise ApiError(ErrorKind.INVALID_RESPONSE, msg, status=201) from None
+        if expires_at is None:
+            msg = "IAM: token answer without token.expires_at (absent or Go's zero time)"
+            raise ApiError(ErrorKind.INVALID_RESPONSE, msg, status=201)
         now = self._clock()
         # The token's life as IAM counts it, carried over to the local clock so
         # that a skewed clock here neither renews too late nor all the time.
@@ -280,6 +285,17 @@ class IamAuth:
             msg = "IAM: the token answered has already expired (check this host's clock)"
             raise ApiError(ErrorKind.INVALID_RESPONSE, msg, status=201)
         return Token(SecretStr(subject), expires_at, now, now + life, now + life * RENEW_AFTER)
+
+
+def _token_time(token: object, key: str) -> float | None:
+    """Read one time of the token answer; None when absent or Go's zero time (never set)."""
+    if not isinstance(token, dict):
+        msg = f"expected the token object, got {type(token).__name__}"
+        raise TypeError(msg)
+    value = token.get(key)
+    if value is None or (isinstance(value, str) and is_zero_time(value)):
+        return None
+    return parse_expiry(value)
 
 
 def _status_error(status: int, detail: str) -> ApiError:

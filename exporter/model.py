@@ -1,10 +1,11 @@
 """The CCE v3 job object, and its flattening into one record per job node.
 
 Every field is optional and a value of the wrong type costs only that value:
-it becomes None and its field is reported as a parse error. pydantic validates
-one node at a time; the walk over `subJobs` is an explicit loop, since
-pydantic's own recursion stops at a few hundred levels and a job tree must not
-be able to exhaust the stack.
+it becomes None and its field is reported as a parse error. A string that is
+not Unicode text keeps what it can: its lone surrogates become U+FFFD (see
+exporter.text). pydantic validates one node at a time; the walk over `subJobs`
+is an explicit loop, since pydantic's own recursion stops at a few hundred
+levels and a job tree must not be able to exhaust the stack.
 """
 
 from abc import abstractmethod
@@ -12,9 +13,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, WrapValidator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+)
 
-from exporter.timestamps import parse_timestamp
+from exporter.text import valid_text
+from exporter.timestamps import GO_ZERO_TIME_NS, parse_timestamp
 
 PHASES = ("Initializing", "Running", "Success", "Failed")
 TERMINAL_PHASES = frozenset({"Success", "Failed"})
@@ -27,20 +36,39 @@ class InvalidJobError(ValueError):
 _SECTIONS = frozenset({"metadata", "spec", "status"})
 
 
+def _invalid(info: ValidationInfo) -> None:
+    """Record the name of a field whose value did not validate; the field stays empty."""
+    if isinstance(info.context, list):
+        section = info.config.get("title") if info.config else None
+        field = str(info.field_name)
+        info.context.append(f"{section}.{field}" if section in _SECTIONS else field)
+
+
 def _lenient(value: Any, handler: Any, info: ValidationInfo) -> Any:
     """Validate a field; on failure record its name and leave the field empty."""
     try:
         return handler(value)
     except ValidationError:
-        if isinstance(info.context, list):
-            section = info.config.get("title") if info.config else None
-            field = str(info.field_name)
-            info.context.append(f"{section}.{field}" if section in _SECTIONS else field)
+        _invalid(info)
         return None
 
 
+def _lenient_text(value: Any, handler: Any, info: ValidationInfo) -> str | None:
+    """Validate a text field as `_lenient` does; the string is made encodable."""
+    try:
+        text: str | None = handler(value)
+    except ValidationError:
+        _invalid(info)
+        return None
+    # One validator rather than two for the most common field; and most text
+    # is ASCII, which a flag of the string tells at once.
+    return text if text is None or text.isascii() else valid_text(text)
+
+
 Lenient = WrapValidator(_lenient)
-Text = Annotated[str | None, Lenient]
+# A string from the API, made encodable (see exporter.text).
+ApiStr = Annotated[str, AfterValidator(valid_text)]
+Text = Annotated[str | None, WrapValidator(_lenient_text)]
 
 
 class JobMetadata(BaseModel):
@@ -62,7 +90,7 @@ class JobSpec(BaseModel):
     clusterUID: Text = None  # noqa: N815 - the API's own spelling
     resourceID: Text = None  # noqa: N815 - the API's own spelling
     resourceName: Text = None  # noqa: N815 - the API's own spelling
-    extendParam: Annotated[dict[str, str] | None, Lenient] = None  # noqa: N815
+    extendParam: Annotated[dict[ApiStr, ApiStr] | None, Lenient] = None  # noqa: N815
     subJobs: Annotated[list[Any] | None, Lenient] = None  # noqa: N815
 
 
@@ -190,11 +218,14 @@ def _phase_counts(children: Iterable[NodeFacts]) -> tuple[tuple[str, int], ...]:
 
 
 def _timestamp(value: str | None, field: str, errors: list[str]) -> int | None:
+    """Read a timestamp field; Go's zero time is a time never set, as if absent."""
     if value is None:
         return None
     parsed = parse_timestamp(value)
     if parsed is None:
         errors.append(field)
+    elif parsed == GO_ZERO_TIME_NS:
+        return None
     return parsed
 
 
@@ -257,6 +288,7 @@ def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
 __all__ = [
     "PHASES",
     "TERMINAL_PHASES",
+    "ApiStr",
     "InvalidJobError",
     "Job",
     "JobMetadata",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from exporter.model import (
     TERMINAL_PHASES,
+    ApiStr,
     InvalidJobError,
     JobMetadata,
     JobModel,
@@ -23,7 +24,8 @@ from exporter.model import (
     Text,
     flatten,
 )
-from exporter.timestamps import parse_timestamp
+from exporter.text import valid_text
+from exporter.timestamps import is_zero_time, parse_timestamp
 
 
 class V2JobSpec(BaseModel):
@@ -35,7 +37,7 @@ class V2JobSpec(BaseModel):
     clusteruid: Text = None
     resourceid: Text = None
     resourcename: Text = None
-    extendparam: Annotated[dict[str, str] | None, Lenient] = None
+    extendparam: Annotated[dict[ApiStr, ApiStr] | None, Lenient] = None
     subjobs: Annotated[list[Any] | None, Lenient] = None
 
 
@@ -106,7 +108,13 @@ class ListedJob:
 
 def _text(section: object, key: str) -> str | None:
     value = section.get(key) if isinstance(section, dict) else None
-    return value if isinstance(value, str) and value else None
+    return valid_text(value) if isinstance(value, str) and value else None
+
+
+def _time_text(section: object, key: str) -> str | None:
+    """Return a timestamp field's text; None when absent, empty or Go's zero time."""
+    text = _text(section, key)
+    return None if text is None or is_zero_time(text) else text
 
 
 def _parsed(value: str | None) -> int | None:
@@ -128,14 +136,14 @@ def read_listing(data: object) -> list[ListedJob]:
         if not isinstance(raw, dict):
             continue
         metadata, spec, status = raw.get("metadata"), raw.get("spec"), raw.get("status")
-        updated = _text(metadata, "updateTimestamp")
-        completed = _text(status, "completionTime") or updated
+        updated = _time_text(metadata, "updateTimestamp")
+        completed = _time_text(status, "completionTime") or updated
         listed.append(
             ListedJob(
                 job_id=_text(metadata, "uid"),
                 job_type=_text(spec, "type") or "",
                 phase=_text(status, "status"),
-                created_ns=_parsed(_text(metadata, "creationTimestamp")),
+                created_ns=_parsed(_time_text(metadata, "creationTimestamp")),
                 completed_ns=_parsed(completed),
                 raw=raw,
             )

@@ -1,4 +1,9 @@
-"""Timestamps as CCE writes them, to integer Unix nanoseconds."""
+"""Timestamps as CCE writes them, to integer Unix nanoseconds.
+
+CCE is written in Go, whose zero `time.Time` (0001-01-01 00:00:00 UTC) is what
+a time that was never set prints as. It parses like any instant, but it is
+none: `is_zero_time` tells it, and readers treat it as an absent field.
+"""
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,6 +25,9 @@ _RFC3339 = re.compile(
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_S = 1_000_000_000
+# Go's zero time.Time, as Unix nanoseconds: "0001-01-01 00:00:00 +0000 UTC" in
+# time.Time.String(), "0001-01-01T00:00:00Z" in JSON.
+GO_ZERO_TIME_NS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(seconds=1) * _NS_PER_S
 
 
 # A job's timestamps come back unchanged at every poll (sub-jobs that are done
@@ -57,3 +65,8 @@ def parse_timestamp(text: str) -> int | None:
     seconds = (moment - _EPOCH) // timedelta(seconds=1)
     nanos = int((fraction or "").ljust(9, "0")[:9])
     return seconds * _NS_PER_S + nanos
+
+
+def is_zero_time(text: str) -> bool:
+    """Tell whether `text` is Go's zero time, in any form: a time that was never set."""
+    return parse_timestamp(text) == GO_ZERO_TIME_NS

@@ -1,3 +1,4 @@
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -11,7 +12,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
 
 from exporter.auth import TokenAuth
-from exporter.client import MAX_BODY_BYTES, CCEClient, RetryPolicy, parse_retry_after
+from exporter.client import (
+    MAX_BODY_BYTES,
+    CCEClient,
+    RetryPolicy,
+    error_detail,
+    parse_retry_after,
+)
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.ratelimit import RateLimiter
@@ -98,6 +105,37 @@ async def test_http_errors_map_to_kinds(
     assert caught.value.status == status
     assert detail in str(caught.value)
     assert caught.value.request_id == "req-9"
+
+
+async def test_error_texts_with_lone_surrogates_become_encodable(instruments: Instruments) -> None:
+    """Lone surrogates in an error body or in X-Request-Id become U+FFFD in the error."""
+    body = rb'{"error_code": "CCE.\ud800", "error_msg": "no \udc00 job"}'
+    assert error_detail(body) == "CCE.\ufffd: no \ufffd job"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer 404 with a request ID byte that is not UTF-8: aiohttp reads it as a surrogate."""
+        await reader.readuntil(b"\r\n\r\n")
+        head = f"HTTP/1.1 404 Not Found\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+        writer.write(head.encode() + b"X-Request-Id: req-\xff\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = CCEClient(session, f"http://127.0.0.1:{port}", TokenAuth(SecretStr("t")),
+                               instruments, timeout=5, retry=RetryPolicy(attempts=1))  # fmt: skip
+            with pytest.raises(ApiError) as caught:
+                await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert caught.value.kind is ErrorKind.NOT_FOUND
+    assert caught.value.request_id == "req-\ufffd"
+    assert (
+        str(caught.value) == "not_found: HTTP 404: CCE.\ufffd: no \ufffd job (request req-\ufffd)"
+    )
 
 
 async def test_html_error_page_is_summarised(client: CCEClient) -> None:

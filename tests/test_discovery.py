@@ -130,6 +130,22 @@ async def test_a_finished_job_the_list_cannot_fully_tell_is_polled(
     assert cce.hits["show:odd"] == 1
 
 
+async def test_a_finished_job_listed_with_a_zero_completion_time_ended_at_its_update(
+    cce: FakeCCE, server: TestServer
+) -> None:
+    """Go's zero time as completionTime is absent: the job ended at its update time."""
+    now = time.time()
+    cce.add("zero-end", created=now - 600, updated=now - 60, phase="Success")
+    cce.listing[0]["status"]["completionTime"] = "0001-01-01 00:00:00 +0000 UTC"
+    async with exporter(_settings(server, finished_retention=HOUR)) as ex:
+        assert ex.discovery is not None
+        result = await ex.discovery.refresh()
+        state = ex.store.get("zero-end")
+    assert result.stored_finished == 1
+    assert state is not None
+    assert state.finished_at == pytest.approx(now - 60, abs=1)
+
+
 async def test_job_types_and_age_choose_the_jobs(cce: FakeCCE, server: TestServer) -> None:
     """Only jobs whose type matches the whole expression, and recent enough, are picked up."""
     now = time.time()

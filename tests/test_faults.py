@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -312,3 +313,86 @@ async def test_a_slow_job_does_not_hold_back_the_jobs_polled_beside_it(rig: Rig)
         "ok-2": 2,
         BAD: 1,
     }
+
+
+def _spoiled_job(job_id: str) -> dict[str, Any]:
+    """A job whose texts hold lone surrogates beside good non-ASCII text."""
+    sub = job_object(f"{job_id}-sub-\ud800", phase="Run\udc00ning")
+    sub["status"]["reason"] = "\udfff"
+    job = job_object(job_id, phase="Failed", sub_jobs=[sub, job_object(f"{job_id}-sub-ok")])
+    job["spec"] |= {"type": "Create\ud800Node", "resourceName": "node-\udbff-é", "resourceID": "😀"}
+    job["status"]["reason"] = "disk \ud83d full \udc00"
+    return job
+
+
+async def _get(rig: Rig, path: str) -> tuple[int, bytes]:
+    """GET a path of the real web app; its status and body."""
+    async with rig.http.get(f"{rig.base}{path}") as response:
+        return response.status, await response.read()
+
+
+@pytest.mark.parametrize("spelling", ["escaped", "raw-bytes"])
+async def test_lone_surrogates_cost_only_their_code_points(rig: Rig, spelling: str) -> None:
+    """Job texts with lone surrogates are served with U+FFFD for them, beside untouched jobs."""
+    for job_id in (*HEALTHY, BAD):
+        rig.api.add_job(job_id)
+    rig.scheduler.watch([*HEALTHY, BAD])
+    await rig.poll()
+    before = await rig.scrape()
+
+    spoiled = _spoiled_job(BAD)
+    if spelling == "escaped":  # "\ud800" in the JSON text
+        rig.api.jobs[BAD] = spoiled
+    else:  # the bytes a UTF-8 encoder that lets surrogates pass writes; json.loads reads them
+        body = json.dumps(spoiled, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        rig.api.faults[BAD] = Fault(200, body)
+    rig.clock.now += INTERVAL
+    await rig.poll()
+
+    after = await rig.scrape()  # answers 200 and parses, or fails here
+    assert _success(after, BAD) == 1.0
+    root = {"project_id": PROJECT, "root_job_id": BAD, "job_type": "Create\ufffdNode"}
+    sub = {"project_id": PROJECT, "root_job_id": BAD, "job_type": "CreateNode"}
+    info = labels(**root, job_id=BAD, parent_job_id="", cluster_id="c-1", resource_id="😀",
+                  resource_name="node-\ufffd-é", depth="0")  # fmt: skip
+    assert after[("cce_job_info", info)] == 1.0
+    reason = labels(**root, job_id=BAD, reason="disk \ufffd full \ufffd")
+    assert after[("cce_job_status_reason_info", reason)] == 1.0
+    sub_id = f"{BAD}-sub-\ufffd"
+    assert after[("cce_job_status_phase", labels(**sub, job_id=sub_id, phase="Run\ufffdning"))] == 1
+    assert after[("cce_job_status_reason_info", labels(**sub, job_id=sub_id, reason="\ufffd"))] == 1
+    subjobs = labels(**root, job_id=BAD, phase="Run\ufffdning")
+    assert after[("cce_job_subjobs", subjobs)] == 1.0
+    # The healthy jobs: every series as before.
+    assert _job_series(after, HEALTHY) == _job_series(before, HEALTHY)
+
+    status, page = await _get(rig, "/jobs")
+    assert status == 200
+    assert "disk \ufffd full \ufffd" in page.decode()
+    assert all(f'id="job-{job_id}"' in page.decode() for job_id in HEALTHY)
+    status, doc = await _get(rig, "/api/v1/jobs")
+    assert status == 200
+    jobs = {job["job_id"]: job for job in json.loads(doc)["jobs"]}
+    assert [node["job_id"] for node in jobs[BAD]["nodes"]] == [BAD, sub_id, f"{BAD}-sub-ok"]
+    assert jobs[BAD]["nodes"][0]["resource_name"] == "node-\ufffd-é"
+    assert all(jobs[job_id]["last_poll_ok"] for job_id in HEALTHY)
+
+
+async def test_lone_surrogates_in_an_error_body_reach_the_pages_replaced(rig: Rig) -> None:
+    """An error body whose message holds lone surrogates is shown with U+FFFD for them."""
+    for job_id in (*HEALTHY, BAD):
+        rig.api.add_job(job_id)
+    rig.api.faults[BAD] = Fault(404, '{"error_code": "CCE.\\ud800", "error_msg": "no \\udc00 job"}')
+    rig.scheduler.watch([*HEALTHY, BAD])
+    await rig.poll()
+
+    series = await rig.scrape()
+    assert _errors(series, BAD)["not_found"] == 1.0
+    assert all(_success(series, job_id) == 1.0 for job_id in HEALTHY)
+    status, page = await _get(rig, "/jobs")
+    assert status == 200
+    assert "CCE.\ufffd: no \ufffd job" in page.decode()
+    status, doc = await _get(rig, "/api/v1/jobs")
+    assert status == 200
+    jobs = {job["job_id"]: job for job in json.loads(doc)["jobs"]}
+    assert jobs[BAD]["last_error"] == "not_found: HTTP 404: CCE.\ufffd: no \ufffd job"

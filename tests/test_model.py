@@ -1,11 +1,14 @@
 import copy
+import json
+import re
+from dataclasses import astuple
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.model import InvalidJobError, flatten
+from exporter.model import InvalidJobError, Job, JobNode, flatten
 from tests.conftest import EXAMPLE_JOB_ID
 
 
@@ -129,6 +132,62 @@ def test_missing_and_duplicate_uids_get_unique_ids() -> None:
     assert tree.parse_errors.count("metadata.uid") == 2
 
 
+def test_lone_surrogates_cost_only_their_code_points() -> None:
+    """Text fields holding lone surrogates keep their text, each surrogate as U+FFFD."""
+    data = json.loads(
+        r"""{
+          "metadata": {"uid": "\ud800-root"},
+          "spec": {
+            "type": "Create\udc00Cluster", "clusterUID": "c-\ud83d\ude00",
+            "resourceID": "r-\udfff", "resourceName": "é-\udbff",
+            "extendParam": {"k\ud800": "v\udc00"},
+            "subJobs": [
+              {"metadata": {"uid": "sub-\ud800"}, "spec": {"type": "\udc00"},
+               "status": {"phase": "Run\ud800ning", "reason": "disk \udfff full"}}
+            ]
+          },
+          "status": {"phase": "Running", "reason": "\ud800\ud800 why"}
+        }"""
+    )
+    tree = flatten(data, "root")
+    root, sub = tree.nodes
+    assert tree.parse_errors == ()
+    assert (root.job_type, root.cluster_id, root.resource_id, root.resource_name) == (
+        "Create\ufffdCluster",
+        "c-😀",  # an escaped pair that is whole is one good code point
+        "r-\ufffd",
+        "é-\ufffd",
+    )
+    assert root.reason == "\ufffd\ufffd why"
+    assert dict(root.subjob_phases or ())["Run\ufffdning"] == 1
+    assert (sub.job_id, sub.job_type, sub.phase, sub.reason) == (
+        "sub-\ufffd",
+        "\ufffd",
+        "Run\ufffdning",
+        "disk \ufffd full",
+    )
+    spec = Job.model_validate(data).spec
+    assert spec is not None
+    assert spec.extendParam == {"k\ufffd": "v\ufffd"}
+
+
+@pytest.mark.parametrize("zero", ["0001-01-01 00:00:00 +0000 UTC", "0001-01-01T00:00:00Z"])
+def test_go_zero_time_reads_as_an_absent_timestamp(example_job: dict[str, Any], zero: str) -> None:
+    """Go's zero time in a timestamp field gives the same tree as the field left out."""
+    absent = copy.deepcopy(example_job)
+    for job in (example_job, example_job["spec"]["subJobs"][0]):
+        job["metadata"]["creationTimestamp"] = zero
+        job["metadata"]["updateTimestamp"] = zero
+    for job in (absent, absent["spec"]["subJobs"][0]):
+        del job["metadata"]["creationTimestamp"], job["metadata"]["updateTimestamp"]
+    tree = flatten(example_job, EXAMPLE_JOB_ID)
+    assert tree == flatten(absent, EXAMPLE_JOB_ID)
+    assert tree.parse_errors == ()
+    root, first, second = tree.nodes
+    assert (root.created_ns, root.updated_ns, first.created_ns, first.updated_ns) == (None,) * 4
+    assert second.created_ns is not None
+
+
 @pytest.mark.parametrize("data", [[], "job", 3, None, {"kind": "Job"}, {"foo": {"bar": 1}}])
 def test_what_is_not_a_job_is_refused(data: object) -> None:
     """A body that is not a job object at all raises InvalidJobError."""
@@ -200,8 +259,13 @@ def test_flattening_keeps_every_node_and_its_place(job: dict[str, Any]) -> None:
         assert sum(count for _, count in parent.subjob_phases or ()) <= children
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Text with lone surrogates (which JSON can spell) often among its pieces.
+text_values = st.lists(st.text(max_size=6) | st.characters(categories=["Cs"]), max_size=4).map(
+    "".join
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats() | text_values,
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),
@@ -226,11 +290,11 @@ FIELDS = [
 
 # The fixture is only read (deep-copied) by each example, so sharing it is safe.
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(FIELDS), value=json_values, in_sub_job=st.booleans())
+@given(path=st.sampled_from(FIELDS), value=text_values | json_values, in_sub_job=st.booleans())
 def test_any_value_in_any_field_never_raises(
     example_job: dict[str, Any], path: tuple[str, ...], value: object, in_sub_job: bool
 ) -> None:
-    """Whatever JSON value stands in any field, flattening returns a tree or InvalidJobError."""
+    """Any JSON value in any field gives InvalidJobError or a tree of encodable text."""
     job = copy.deepcopy(example_job)
     target = job["spec"]["subJobs"][0] if in_sub_job else job
     for key in path[:-1]:
@@ -241,3 +305,11 @@ def test_any_value_in_any_field_never_raises(
     except InvalidJobError:
         return
     assert tree.root.job_id == EXAMPLE_JOB_ID
+    for node in tree.nodes:
+        assert not _SURROGATE.search(_texts(node)), node
+
+
+def _texts(node: JobNode) -> str:
+    """Every text of a node, sub-job phases included, run together."""
+    texts = [value for value in astuple(node) if isinstance(value, str)]
+    return "".join(texts + [phase for phase, _ in node.subjob_phases or ()])

@@ -1,3 +1,4 @@
+import copy
 import json
 from typing import Any
 
@@ -97,3 +98,42 @@ def test_read_listing_refuses_what_is_not_a_list() -> None:
     """An answer that is not a JSON array is not a job list."""
     with pytest.raises(InvalidJobError, match="expected a list"):
         read_listing({"items": []})
+
+
+def test_lone_surrogates_in_the_list_become_replacement_characters() -> None:
+    """The list's IDs, types and phases, and its trees, have U+FFFD for lone surrogates."""
+    raw = json.loads(
+        r"""[{"metadata": {"uid": "job-\ud800", "creationTimestamp": "2025-09-02T10:23:38Z"},
+              "spec": {"type": "Scaleup\udc00", "resourcename": "n-\udfff",
+                       "extendparam": {"\udbff": "\ud800"}},
+              "status": {"status": "Fail\ud800ed", "reason": "why \udc00"}}]"""
+    )
+    [listed] = read_listing(raw)
+    assert (listed.job_id, listed.job_type, listed.phase) == (
+        "job-\ufffd",
+        "Scaleup\ufffd",
+        "Fail\ufffded",
+    )
+    assert listed.created_ns == 1756808618_000000000
+    root = listed.tree().root
+    assert (root.job_id, root.job_type, root.resource_name, root.phase, root.reason) == (
+        "job-\ufffd",
+        "Scaleup\ufffd",
+        "n-\ufffd",
+        "Fail\ufffded",
+        "why \ufffd",
+    )
+
+
+def test_go_zero_times_in_the_list_read_as_absent() -> None:
+    """Zero creation and completion times are absent: the job ended at its update time."""
+    raw = copy.deepcopy(LISTED_EXAMPLE)
+    raw["metadata"]["creationTimestamp"] = "0001-01-01 00:00:00 +0000 UTC"
+    raw["status"]["completionTime"] = "0001-01-01T00:00:00Z"
+    raw["metadata"]["updateTimestamp"] = "2025-09-02 11:30:00 +0000 UTC"
+    [listed] = read_listing([raw])
+    assert listed.created_ns is None
+    assert listed.completed_ns == 1756812600_000000000
+    root = listed.tree().root
+    assert (root.created_ns, root.updated_ns) == (None, 1756812600_000000000)
+    assert listed.tree().parse_errors == ()

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.timestamps import parse_timestamp
+from exporter.timestamps import GO_ZERO_TIME_NS, is_zero_time, parse_timestamp
 
 BASE = 1533197560  # 2018-08-02 08:12:40 UTC
 
@@ -94,3 +94,36 @@ def test_never_raises(text: str) -> None:
     """Any string gives an int or None, never an exception."""
     result = parse_timestamp(text)
     assert result is None or isinstance(result, int)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01 00:00:00 +0000 UTC",  # time.Time{}.String()
+        "0001-01-01T00:00:00Z",  # time.Time{} as JSON
+        "0001-01-01T00:00:00.000000Z",
+        "0001-01-01 00:00:00 +0000 UTC m=+0.000000001",
+        "0001-01-01 08:00:00 +0800 CST",  # the same instant, printed in another zone
+    ],
+)
+def test_go_zero_time_is_told_in_every_form(text: str) -> None:
+    """Go's zero time.Time is recognised as unset, whichever way it is written."""
+    assert parse_timestamp(text) == GO_ZERO_TIME_NS == -62_135_596_800 * 10**9
+    assert is_zero_time(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00.000000001Z",
+        "0001-01-01 00:00:01 +0000 UTC",
+        "0001-01-01 00:00:00 +0800 CST",
+        "1970-01-01T00:00:00Z",
+        "2018-08-02 08:12:40 +0000 UTC",
+        "",
+        "never",
+    ],
+)
+def test_other_times_are_not_the_zero_time(text: str) -> None:
+    """Moments next to the zero time, the Unix epoch and text that is no time are not it."""
+    assert not is_zero_time(text)
