@@ -223,6 +223,8 @@ class CCEClient:
             raise ApiError(ErrorKind.CONNECTION, _describe(exc)) from None
         except aiohttp.ClientError as exc:
             raise ApiError(ErrorKind.INVALID_RESPONSE, _describe(exc)) from None
+        except Exception as exc:  # anything else aiohttp lets out; CancelledError is not one
+            raise unexpected_failure(exc, code) from None
         finally:
             self._settle(ticket, code, body, headers)
             self._instruments.api_requests.labels(operation, code).inc()
@@ -293,6 +295,21 @@ async def read_capped(response: aiohttp.ClientResponse, max_bytes: int = MAX_BOD
             raise _BodyTooLargeError(msg)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def unexpected_failure(exc: Exception, status: str, api: str = "") -> ApiError:
+    """Turn an exception other than aiohttp's own errors into an ApiError, naming only its type.
+
+    aiohttp lets a few plain exceptions out (a ValueError for a header value
+    with a line break, say); their text may quote the request's headers, and
+    so the credentials, so it is left out. `status` is the answer's status
+    code, or "error" when none came: then the request could not be sent.
+    """
+    name = type(exc).__name__
+    if status.isdigit():
+        msg = f"{api}the answer could not be read ({name})"
+        return ApiError(ErrorKind.INVALID_RESPONSE, msg, status=int(status))
+    return ApiError(ErrorKind.CONNECTION, f"{api}the request could not be sent ({name})")
 
 
 def _describe(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.auth import OutgoingRequest
 from exporter.authgate import AuthGate
-from exporter.client import read_capped
+from exporter.client import read_capped, unexpected_failure
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.logs import event
@@ -256,6 +256,8 @@ class IamAuth:
             raise ApiError(ErrorKind.CONNECTION, f"IAM: {_describe(exc)}") from None
         except aiohttp.ClientError as exc:
             raise ApiError(ErrorKind.INVALID_RESPONSE, f"IAM: {_describe(exc)}") from None
+        except Exception as exc:  # anything else aiohttp lets out; CancelledError is not one
+            raise unexpected_failure(exc, code, "IAM: ") from None
         finally:
             self._instruments.api_requests.labels(OPERATION, code).inc()
             self._instruments.api_latency.labels(OPERATION).observe(time.perf_counter() - started)

@@ -6,15 +6,19 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
+from aiohttp import web
 from aioresponses import aioresponses
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
+from pytest_aiohttp import AiohttpServer
 
 from exporter.auth import TokenAuth
 from exporter.client import MAX_BODY_BYTES, CCEClient, RetryPolicy, parse_retry_after
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.ratelimit import RateLimiter
+from exporter.scheduler import PollSettings, Scheduler
+from exporter.state import ERROR_KINDS, JobStore
 from tests.conftest import EXAMPLE_JOB_ID, Sleeps
 
 ENDPOINT = "https://cce.cn-north-4.myhuaweicloud.com"
@@ -336,3 +340,45 @@ async def test_redirects_are_not_followed(client: CCEClient) -> None:
         assert [str(url) for _, url in mock.requests] == [URL]
     assert caught.value.kind is ErrorKind.INVALID_RESPONSE
     assert caught.value.status == 302
+
+
+async def test_a_request_aiohttp_refuses_to_send_fails_the_poll_as_connection(
+    aiohttp_server: AiohttpServer, instruments: Instruments
+) -> None:
+    """A token with a line break fails its poll as `connection`, naming the error, not the token."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/api/v3/projects/{project}/jobs/{job}", answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    store = JobStore()
+    async with aiohttp.ClientSession() as session:
+        client = CCEClient(
+            session, str(server.make_url("")), TokenAuth(SecretStr("tok\nsecret-part")),
+            instruments, timeout=5, retry=RetryPolicy(attempts=1),
+        )  # fmt: skip
+        with pytest.raises(ApiError) as caught:
+            await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+        scheduler = Scheduler(
+            client, store, instruments,
+            PollSettings(PROJECT, poll_interval=30, poll_concurrency=4, finished_retention=60),
+        )  # fmt: skip
+        scheduler.watch([EXAMPLE_JOB_ID])
+        await scheduler.poll_due(jitter=False)
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert "ValueError" in str(caught.value)
+    assert "secret-part" not in str(caught.value)
+    assert seen == []
+    state = store.get(EXAMPLE_JOB_ID)
+    assert state is not None
+    assert state.last_error_kind is ErrorKind.CONNECTION
+    assert state.errors[ERROR_KINDS.index(ErrorKind.CONNECTION)] == 1
+    assert scheduler.ready
+    unsent = instruments.registry.get_sample_value(
+        "cce_exporter_api_requests_total", {"operation": "show_job", "code": "error"}
+    )
+    assert unsent == 2.0
