@@ -197,9 +197,10 @@ class CCEClient:
             "User-Agent": f"cce-job-exporter/{__version__}",
         }
         ticket = await self._gate.admit()
+        sent: int | None = None
         try:
             if self._limiter is not None:
-                await self._limiter.acquire()
+                sent = await self._limiter.acquire()
             headers |= await self._auth.authenticate(OutgoingRequest("GET", url, dict(headers)))
         except BaseException:
             ticket.settle(None)
@@ -233,9 +234,9 @@ class CCEClient:
         retry_after = parse_retry_after(retry_after_header, self._clock())
         if self._limiter is not None:
             if status == 429 or (retry_after is not None and status == 503):
-                retry_after = self._limiter.throttled(retry_after)
+                retry_after = self._limiter.throttled(retry_after, sent)
             else:
-                self._limiter.succeeded()
+                self._limiter.succeeded(sent)
         if not 200 <= status < 300:
             raise ApiError(
                 kind_for_status(status),

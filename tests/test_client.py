@@ -1,3 +1,4 @@
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -382,3 +383,60 @@ async def test_a_request_aiohttp_refuses_to_send_fails_the_poll_as_connection(
         "cce_exporter_api_requests_total", {"operation": "show_job", "code": "error"}
     )
     assert unsent == 2.0
+
+
+class _Together:
+    """A job endpoint that holds requests until `together` have arrived, then answers all."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.expect(200, together=1)
+
+    def expect(self, status: int, *, together: int) -> None:
+        """Answer `status` from now on, once `together` requests have arrived."""
+        self.status = status
+        self.together = together
+        self.arrived = 0
+        self._all_in = asyncio.Event()
+
+    async def answer(self, request: web.Request) -> web.Response:
+        """Wait for the others, then answer with the current status."""
+        self.arrived += 1
+        if self.arrived >= self.together:
+            self._all_in.set()
+        await self._all_in.wait()
+        if self.status == 200:
+            return web.json_response(self.job)
+        return web.json_response({"error_code": "APIG.0308"}, status=self.status)
+
+
+async def test_a_burst_of_throttled_answers_pauses_once(
+    aiohttp_server: AiohttpServer, instruments: Instruments, example_job: dict[str, Any]
+) -> None:
+    """Sixteen polls in flight together, all answered 429, pause 1 s; later 429s double it."""
+    endpoint = _Together(example_job)
+    app = web.Application()
+    app.router.add_get("/api/v3/projects/{project}/jobs/{job}", endpoint.answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    sleeps = Sleeps()
+    limiter = RateLimiter(100, clock=sleeps.clock, sleep=sleeps.sleep)
+    async with aiohttp.ClientSession() as session:
+        client = CCEClient(
+            session, str(server.make_url("")), TokenAuth(SecretStr("t")), instruments,
+            timeout=5, limiter=limiter, retry=RetryPolicy(attempts=1), sleep=sleeps.sleep,
+        )  # fmt: skip
+        await client.show_job(PROJECT, EXAMPLE_JOB_ID)  # the credentials work: no probing
+        endpoint.expect(429, together=16)
+        results = await asyncio.gather(
+            *(client.show_job(PROJECT, EXAMPLE_JOB_ID) for _ in range(16)),
+            return_exceptions=True,
+        )
+        assert endpoint.arrived == 16
+        assert all(isinstance(r, ApiError) and r.kind is ErrorKind.THROTTLED for r in results)
+        assert limiter.paused_for == 1.0
+        pauses = []
+        for _ in range(2):
+            with pytest.raises(ApiError):
+                await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+            pauses.append(limiter.paused_for)
+    assert pauses == [2.0, 4.0]
