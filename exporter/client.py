@@ -218,14 +218,8 @@ class CCEClient:
                 body = await read_capped(response, max_bytes)
                 request_id = response.headers.get("X-Request-Id")
                 retry_after_header = response.headers.get("Retry-After")
-        except TimeoutError:
-            raise ApiError(ErrorKind.TIMEOUT, f"no answer within {self._timeout.total} s") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise ApiError(ErrorKind.CONNECTION, _describe(exc)) from None
-        except aiohttp.ClientError as exc:
-            raise ApiError(ErrorKind.INVALID_RESPONSE, _describe(exc)) from None
-        except Exception as exc:  # anything else aiohttp lets out; CancelledError is not one
-            raise unexpected_failure(exc, code) from None
+        except Exception as exc:  # CancelledError is not one: it goes on as it is
+            raise transport_error(exc, code, self._timeout.total) from None
         finally:
             self._settle(ticket, code, body, headers)
             self._instruments.api_requests.labels(operation, code).inc()
@@ -298,14 +292,20 @@ async def read_capped(response: aiohttp.ClientResponse, max_bytes: int = MAX_BOD
     return b"".join(chunks)
 
 
-def unexpected_failure(exc: Exception, status: str, api: str = "") -> ApiError:
-    """Turn an exception other than aiohttp's own errors into an ApiError, naming only its type.
+def transport_error(exc: Exception, status: str, timeout: float | None, api: str = "") -> ApiError:
+    """Turn what sending a request or reading its answer raised into an ApiError of its kind.
 
-    aiohttp lets a few plain exceptions out (a ValueError for a header value
-    with a line break, say); their text may quote the request's headers, and
-    so the credentials, so it is left out. `status` is the answer's status
-    code, or "error" when none came: then the request could not be sent.
+    `status` is the answer's status code, or "error" while none came. Besides
+    its own errors, aiohttp lets a few plain exceptions out (a ValueError for a
+    header value with a line break, say); their text may quote the request's
+    headers, and so the credentials: only their type is told.
     """
+    if isinstance(exc, TimeoutError):
+        return ApiError(ErrorKind.TIMEOUT, f"{api}no answer within {timeout} s")
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return ApiError(ErrorKind.CONNECTION, f"{api}{_describe(exc)}")
+    if isinstance(exc, aiohttp.ClientError):
+        return ApiError(ErrorKind.INVALID_RESPONSE, f"{api}{_describe(exc)}")
     name = type(exc).__name__
     if status.isdigit():
         msg = f"{api}the answer could not be read ({name})"

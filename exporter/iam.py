@@ -25,7 +25,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.auth import OutgoingRequest
 from exporter.authgate import AuthGate
-from exporter.client import read_capped, unexpected_failure
+from exporter.client import read_capped, transport_error
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.logs import event
@@ -277,16 +277,8 @@ class IamAuth:
                 code = str(response.status)
                 body = await read_capped(response, _MAX_BODY)
                 subject = response.headers.get("X-Subject-Token")
-        except TimeoutError:
-            raise ApiError(
-                ErrorKind.TIMEOUT, f"IAM: no answer within {self._timeout.total} s"
-            ) from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise ApiError(ErrorKind.CONNECTION, f"IAM: {_describe(exc)}") from None
-        except aiohttp.ClientError as exc:
-            raise ApiError(ErrorKind.INVALID_RESPONSE, f"IAM: {_describe(exc)}") from None
-        except Exception as exc:  # anything else aiohttp lets out; CancelledError is not one
-            raise unexpected_failure(exc, code, "IAM: ") from None
+        except Exception as exc:  # CancelledError is not one: it goes on as it is
+            raise transport_error(exc, code, self._timeout.total, "IAM: ") from None
         finally:
             self._instruments.api_requests.labels(OPERATION, code).inc()
             self._instruments.api_latency.labels(OPERATION).observe(time.perf_counter() - started)
@@ -329,8 +321,3 @@ def _copy(exc: ApiError) -> ApiError:
         request_id=exc.request_id,
         retry_after=exc.retry_after,
     )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:_DETAIL_CHARS]
