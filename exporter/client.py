@@ -146,7 +146,7 @@ class CCEClient:
 
     async def show_job(self, project_id: str, job_id: str) -> JobTree:
         """Read one job and its sub-jobs; raise ApiError on any failure."""
-        answer = await self._get(self.job_url(project_id, job_id), "show_job")
+        answer = await self._get(self.job_url(project_id, job_id), "show_job", "cce:job:get")
         return _decoded(answer, lambda data: flatten(data, job_id))
 
     def jobs_url(self, project_id: str) -> URL:
@@ -158,12 +158,14 @@ class CCEClient:
     async def list_jobs(self, project_id: str) -> list[ListedJob]:
         """Read the project's job list (v2); raise ApiError on any failure."""
         answer = await self._get(
-            self.jobs_url(project_id), "list_jobs", max_bytes=MAX_LIST_BODY_BYTES
+            self.jobs_url(project_id), "list_jobs", "cce:job:list", max_bytes=MAX_LIST_BODY_BYTES
         )
         return _decoded(answer, read_listing)
 
-    async def _get(self, url: URL, operation: str, *, max_bytes: int = MAX_BODY_BYTES) -> _Answer:
-        """GET `url`, trying again after transient failures as the policy says."""
+    async def _get(
+        self, url: URL, operation: str, action: str, *, max_bytes: int = MAX_BODY_BYTES
+    ) -> _Answer:
+        """GET `url`, an `action` in IAM terms, trying again after transient failures."""
         policy = self._retry
 
         def worth_retrying(exc: BaseException) -> bool:
@@ -187,16 +189,16 @@ class CCEClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._get_once(url, operation, max_bytes)
+                return await self._get_once(url, operation, action, max_bytes)
         msg = "unreachable: tenacity re-raises the last failure"
         raise AssertionError(msg)
 
-    async def _get_once(self, url: URL, operation: str, max_bytes: int) -> _Answer:
+    async def _get_once(self, url: URL, operation: str, action: str, max_bytes: int) -> _Answer:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"cce-job-exporter/{__version__}",
         }
-        ticket = await self._gate.admit()
+        ticket = await self._gate.admit(action)
         sent: int | None = None
         try:
             if self._limiter is not None:

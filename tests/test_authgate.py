@@ -111,3 +111,40 @@ async def test_cancelled_waiter_does_not_hold_the_probe() -> None:
         await waiter
     (await asyncio.wait_for(gate.admit(), 1)).settle(200)
     assert not gate.failing
+
+
+async def test_a_refused_action_holds_back_only_that_action(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 403 on the job list backs off listing only; job reads go on, unserialised."""
+    clock = Clock(1000.0)
+    gate = AuthGate("CCE API", HINTS, base_delay=10, clock=clock)
+    (await gate.admit("cce:job:list")).settle(403, "CCE.01403001: Forbidden")
+    with pytest.raises(ApiError) as caught:
+        await gate.admit("cce:job:list")
+    assert caught.value.kind is ErrorKind.FORBIDDEN
+    assert "refused cce:job:list; next try in 10 s" in str(caught.value)
+    # The 403 says the credentials work: reads are not held one at a time.
+    reads = [await asyncio.wait_for(gate.admit("cce:job:get"), 1) for _ in range(3)]
+    for ticket in reads:
+        ticket.settle(200)
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.getMessage() == "authentication_failed"
+    assert line.fields["action"] == "cce:job:list"  # type: ignore[attr-defined]
+    assert line.fields["error"] == "forbidden"  # type: ignore[attr-defined]
+    clock.now += 10
+    (await gate.admit("cce:job:list")).settle(200)
+    assert not gate.failing
+
+
+async def test_refused_credentials_hold_back_every_action() -> None:
+    """A 401 is about the credentials: reads and listing both wait for the backoff."""
+    clock = Clock(1000.0)
+    gate = AuthGate("CCE API", HINTS, base_delay=10, clock=clock)
+    (await gate.admit("cce:job:get")).settle(200)
+    (await gate.admit("cce:job:list")).settle(401, "APIG.0301: Incorrect IAM authentication")
+    for action in ("cce:job:get", "cce:job:list"):
+        with pytest.raises(ApiError) as caught:
+            await gate.admit(action)
+        assert caught.value.kind is ErrorKind.UNAUTHORIZED
+        assert "refused the credentials" in str(caught.value)
