@@ -12,6 +12,14 @@ A 403 says the credentials work but may not do one action (`cce:job:get`,
 and no others, so that a user who may read jobs but not list them still has
 its jobs read.
 
+An answer that is neither (a timeout, a broken connection, a 5xx, a 429) says
+nothing of the credentials. The requests that waited behind such a try for a
+verdict then fail at once with its kind, without reaching the network, rather
+than each trying in turn, alone, for up to the request timeout: that took
+hours for a few hundred jobs during an outage at start-up. Their polls count
+the failure and try again as usual, and the next try goes alone again, so no
+more than one request with unproven credentials is ever in flight.
+
 One log line says what is wrong when the credentials (or an action) stop
 working, one when they work again.
 """
@@ -21,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from exporter.errors import ApiError, ErrorKind
+from exporter.errors import TRANSIENT, ApiError, ErrorKind
 from exporter.logs import event
 
 log = logging.getLogger(__name__)
@@ -32,7 +40,7 @@ AUTH_KINDS = (ErrorKind.UNAUTHORIZED, ErrorKind.FORBIDDEN)
 class _Standing:
     """What the API last said of one thing: the credentials, or leave for one action."""
 
-    __slots__ = ("announced", "failures", "last", "probe", "retry_at", "trusted")
+    __slots__ = ("announced", "failures", "last", "probe", "retry_at", "stall", "stalls", "trusted")
 
     def __init__(self, *, trusted: bool) -> None:
         self.trusted = trusted
@@ -41,6 +49,9 @@ class _Standing:
         self.last: ApiError | None = None  # the refusal backed off from
         self.announced = False  # whether the log told of the refusals under way
         self.probe = asyncio.Lock()  # held by the one request trying while not trusted
+        # Tries that ended without a verdict (timeout, 5xx, ...), and the last one's kind.
+        self.stalls = 0
+        self.stall: ErrorKind | None = None
 
 
 class Ticket:
@@ -54,16 +65,25 @@ class Ticket:
         self._probes = probes
         self._settled = False
 
-    def settle(self, status: int | None, detail: str = "", *, retry_now: bool = False) -> None:
+    def settle(
+        self,
+        status: int | None,
+        detail: str = "",
+        *,
+        retry_now: bool = False,
+        kind: ErrorKind | None = None,
+    ) -> None:
         """Report how the request went: its HTTP status, or None when no answer came.
 
+        `kind` is the error kind the request failed with, if it failed: a
+        transient one tells the requests waiting behind it not to wait on.
         `retry_now` says that the credentials were renewed since, so a refusal
         need not wait for the backoff before the next try.
         """
         if self._settled:
             return
         self._settled = True
-        self._gate._settle(self._action, self._probes, status, detail, retry_now=retry_now)
+        self._gate._settle(self._action, self._probes, status, detail, kind, retry_now=retry_now)
 
 
 def backoff_delays(base: float, cap: float) -> Callable[[int], float]:
@@ -128,12 +148,21 @@ class AuthGate:
         """Wait to be the one request trying while `standing` is not trusted; say whether it is."""
         if standing.trusted:
             return False
+        stalls = standing.stalls
         await standing.probe.acquire()
         try:
             if standing.trusted:
                 standing.probe.release()
                 return False
             self._refuse_while_backing_off(standing, action)
+            if standing.stalls != stalls and standing.stall is not None:
+                # The try this request waited for got no verdict: rather than
+                # wait behind the next one too, it fails as that try did.
+                msg = (
+                    f"not sent: no verdict from {self._what} on {self._subject(standing, action)}"
+                    f" yet; the one request trying failed as {standing.stall}"
+                )
+                raise ApiError(standing.stall, msg)
         except BaseException:
             standing.probe.release()
             raise
@@ -160,6 +189,7 @@ class AuthGate:
         probes: tuple[_Standing, ...],
         status: int | None,
         detail: str,
+        kind: ErrorKind | None,
         *,
         retry_now: bool,
     ) -> None:
@@ -178,8 +208,12 @@ class AuthGate:
             elif status is not None and (200 <= status < 300 or status == 404):
                 self._accepted(credentials, "")
                 self._accepted(leave, action)
-            # Anything else (no answer, throttled, server error) says nothing of
-            # the credentials: the next request tries again.
+            elif kind in TRANSIENT:
+                for standing in probes:
+                    standing.stalls += 1
+                    standing.stall = kind
+            # Anything else (another 4xx, a cancelled request) says nothing of
+            # the credentials: the next request waiting tries.
         finally:
             for standing in probes:
                 standing.probe.release()

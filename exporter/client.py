@@ -204,12 +204,16 @@ class CCEClient:
             if self._limiter is not None:
                 sent = await self._limiter.acquire()
             headers |= await self._auth.authenticate(OutgoingRequest("GET", url, dict(headers)))
+        except ApiError as exc:  # no token (IAM failing, say): no verdict on the credentials
+            ticket.settle(None, kind=exc.kind)
+            raise
         except BaseException:
             ticket.settle(None)
             raise
         started = time.perf_counter()
         code = "error"
         body = b""
+        failure: ApiError | None = None
         try:
             # Redirects are not followed: they would carry the credentials
             # elsewhere; a 3xx is an invalid response.
@@ -221,9 +225,10 @@ class CCEClient:
                 request_id = response.headers.get("X-Request-Id")
                 retry_after_header = response.headers.get("Retry-After")
         except Exception as exc:  # CancelledError is not one: it goes on as it is
-            raise transport_error(exc, code, self._timeout.total) from None
+            failure = transport_error(exc, code, self._timeout.total)
+            raise failure from None
         finally:
-            self._settle(ticket, code, body, headers)
+            self._settle(ticket, code, body, headers, failure)
             self._instruments.api_requests.labels(operation, code).inc()
             self._instruments.api_latency.labels(operation).observe(time.perf_counter() - started)
         status = int(code)
@@ -243,12 +248,25 @@ class CCEClient:
             )
         return _Answer(status, body, request_id)
 
-    def _settle(self, ticket: Ticket, code: str, body: bytes, sent: dict[str, str]) -> None:
+    def _settle(
+        self,
+        ticket: Ticket,
+        code: str,
+        body: bytes,
+        sent: dict[str, str],
+        failure: ApiError | None,
+    ) -> None:
         """Tell the gate (and, on 401, the authenticator) how the request went."""
         status = int(code) if code.isdigit() else None
         renewed = status == 401 and self._auth.refused(sent)
         detail = error_detail(body) if status in (401, 403) else ""
-        ticket.settle(status, detail, retry_now=renewed)
+        if failure is not None:
+            kind: ErrorKind | None = failure.kind
+        elif status is not None and not 200 <= status < 300:
+            kind = kind_for_status(status)
+        else:
+            kind = None
+        ticket.settle(status, detail, retry_now=renewed, kind=kind)
 
 
 def _decoded(answer: _Answer, read: Callable[[object], _T]) -> _T:
