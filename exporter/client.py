@@ -147,7 +147,7 @@ class CCEClient:
 
     async def show_job(self, project_id: str, job_id: str) -> JobTree:
         """Read one job and its sub-jobs; raise ApiError on any failure."""
-        answer = await self._get(self.job_url(project_id, job_id), "show_job")
+        answer = await self._get(self.job_url(project_id, job_id), "show_job", "cce:job:get")
         return _decoded(answer, lambda data: flatten(data, job_id))
 
     def jobs_url(self, project_id: str) -> URL:
@@ -159,12 +159,14 @@ class CCEClient:
     async def list_jobs(self, project_id: str) -> list[ListedJob]:
         """Read the project's job list (v2); raise ApiError on any failure."""
         answer = await self._get(
-            self.jobs_url(project_id), "list_jobs", max_bytes=MAX_LIST_BODY_BYTES
+            self.jobs_url(project_id), "list_jobs", "cce:job:list", max_bytes=MAX_LIST_BODY_BYTES
         )
         return _decoded(answer, read_listing)
 
-    async def _get(self, url: URL, operation: str, *, max_bytes: int = MAX_BODY_BYTES) -> _Answer:
-        """GET `url`, trying again after transient failures as the policy says."""
+    async def _get(
+        self, url: URL, operation: str, action: str, *, max_bytes: int = MAX_BODY_BYTES
+    ) -> _Answer:
+        """GET `url`, an `action` in IAM terms, trying again after transient failures."""
         policy = self._retry
 
         def worth_retrying(exc: BaseException) -> bool:
@@ -188,26 +190,31 @@ class CCEClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._get_once(url, operation, max_bytes)
+                return await self._get_once(url, operation, action, max_bytes)
         msg = "unreachable: tenacity re-raises the last failure"
         raise AssertionError(msg)
 
-    async def _get_once(self, url: URL, operation: str, max_bytes: int) -> _Answer:
+    async def _get_once(self, url: URL, operation: str, action: str, max_bytes: int) -> _Answer:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"cce-job-exporter/{__version__}",
         }
-        ticket = await self._gate.admit()
+        ticket = await self._gate.admit(action)
+        sent: int | None = None
         try:
             if self._limiter is not None:
-                await self._limiter.acquire()
+                sent = await self._limiter.acquire()
             headers |= await self._auth.authenticate(OutgoingRequest("GET", url, dict(headers)))
+        except ApiError as exc:  # no token (IAM failing, say): no verdict on the credentials
+            ticket.settle(None, kind=exc.kind)
+            raise
         except BaseException:
             ticket.settle(None)
             raise
         started = time.perf_counter()
         code = "error"
         body = b""
+        failure: ApiError | None = None
         try:
             # Redirects are not followed: they would carry the credentials
             # elsewhere; a 3xx is an invalid response.
@@ -218,23 +225,20 @@ class CCEClient:
                 body = await read_capped(response, max_bytes)
                 request_id = response.headers.get("X-Request-Id")
                 retry_after_header = response.headers.get("Retry-After")
-        except TimeoutError:
-            raise ApiError(ErrorKind.TIMEOUT, f"no answer within {self._timeout.total} s") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise ApiError(ErrorKind.CONNECTION, _describe(exc)) from None
-        except aiohttp.ClientError as exc:
-            raise ApiError(ErrorKind.INVALID_RESPONSE, _describe(exc)) from None
+        except Exception as exc:  # CancelledError is not one: it goes on as it is
+            failure = transport_error(exc, code, self._timeout.total)
+            raise failure from None
         finally:
-            self._settle(ticket, code, body, headers)
+            self._settle(ticket, code, body, headers, failure)
             self._instruments.api_requests.labels(operation, code).inc()
             self._instruments.api_latency.labels(operation).observe(time.perf_counter() - started)
         status = int(code)
         retry_after = parse_retry_after(retry_after_header, self._clock())
         if self._limiter is not None:
             if status == 429 or (retry_after is not None and status == 503):
-                retry_after = self._limiter.throttled(retry_after)
+                retry_after = self._limiter.throttled(retry_after, sent)
             else:
-                self._limiter.succeeded()
+                self._limiter.succeeded(sent)
         if not 200 <= status < 300:
             raise ApiError(
                 kind_for_status(status),
@@ -245,12 +249,25 @@ class CCEClient:
             )
         return _Answer(status, body, request_id)
 
-    def _settle(self, ticket: Ticket, code: str, body: bytes, sent: dict[str, str]) -> None:
+    def _settle(
+        self,
+        ticket: Ticket,
+        code: str,
+        body: bytes,
+        sent: dict[str, str],
+        failure: ApiError | None,
+    ) -> None:
         """Tell the gate (and, on 401, the authenticator) how the request went."""
         status = int(code) if code.isdigit() else None
         renewed = status == 401 and self._auth.refused(sent)
         detail = error_detail(body) if status in (401, 403) else ""
-        ticket.settle(status, detail, retry_now=renewed)
+        if failure is not None:
+            kind: ErrorKind | None = failure.kind
+        elif status is not None and not 200 <= status < 300:
+            kind = kind_for_status(status)
+        else:
+            kind = None
+        ticket.settle(status, detail, retry_now=renewed, kind=kind)
 
 
 def _decoded(answer: _Answer, read: Callable[[object], _T]) -> _T:
@@ -294,6 +311,27 @@ async def read_capped(response: aiohttp.ClientResponse, max_bytes: int = MAX_BOD
             raise _BodyTooLargeError(msg)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def transport_error(exc: Exception, status: str, timeout: float | None, api: str = "") -> ApiError:
+    """Turn what sending a request or reading its answer raised into an ApiError of its kind.
+
+    `status` is the answer's status code, or "error" while none came. Besides
+    its own errors, aiohttp lets a few plain exceptions out (a ValueError for a
+    header value with a line break, say); their text may quote the request's
+    headers, and so the credentials: only their type is told.
+    """
+    if isinstance(exc, TimeoutError):
+        return ApiError(ErrorKind.TIMEOUT, f"{api}no answer within {timeout} s")
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return ApiError(ErrorKind.CONNECTION, f"{api}{_describe(exc)}")
+    if isinstance(exc, aiohttp.ClientError):
+        return ApiError(ErrorKind.INVALID_RESPONSE, f"{api}{_describe(exc)}")
+    name = type(exc).__name__
+    if status.isdigit():
+        msg = f"{api}the answer could not be read ({name})"
+        return ApiError(ErrorKind.INVALID_RESPONSE, msg, status=int(status))
+    return ApiError(ErrorKind.CONNECTION, f"{api}the request could not be sent ({name})")
 
 
 def _describe(exc: BaseException) -> str:

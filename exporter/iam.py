@@ -3,8 +3,10 @@
 `IamAuth` sends the token as `X-Auth-Token`. It asks IAM for a token when it
 has none, renews it once three quarters of its life have passed (polls go on
 with the old token meanwhile, and keep it when a renewal fails), and drops it
-when the CCE API refuses it. Only one token request is ever in flight, and an
-`AuthGate` backs off while IAM refuses the password.
+when the CCE API refuses it. Only one token request is ever in flight; the
+tasks that waited for it take its outcome instead of sending their own, and
+after a failed renewal the next one waits a while. An `AuthGate` backs off
+while IAM refuses the password.
 """
 
 import asyncio
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 from pydantic import SecretStr
@@ -23,7 +25,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.auth import OutgoingRequest
 from exporter.authgate import AuthGate
-from exporter.client import read_capped
+from exporter.client import read_capped, transport_error
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.logs import event
@@ -144,6 +146,11 @@ class IamAuth:
         self._token: Token | None = None
         self._renewing = asyncio.Lock()
         self._retry_renewal_at = 0.0
+        # Token requests that came to an end, and how the last one failed (None
+        # when it worked): a task that waited for another's request takes its
+        # outcome rather than sending one of its own.
+        self._attempts = 0
+        self._failure: ApiError | None = None
         self._dropped: tuple[str | None, bool] = (None, False)  # last token refused, verdict
         self._expiry = instruments.token_expiry
 
@@ -181,33 +188,42 @@ class IamAuth:
         now = self._clock()
         if token is not None and now < token.renew_at:
             return token
-        if token is not None and now < token.valid_until:
-            if now < self._retry_renewal_at:
-                return token
-            try:
-                return await self._renew(token)
-            except ApiError as exc:
-                # Keep polling with the token that still works; try again later.
-                self._retry_renewal_at = now + min(60.0, (token.valid_until - now) / 4)
-                event(log, logging.WARNING, "iam_token_renewal_failed", detail=str(exc))
-                return token
+        if self._usable(token, now):
+            return token
         return await self._renew(token)
 
+    def _usable(self, token: Token | None, now: float) -> TypeGuard[Token]:
+        """Tell whether `token` still works and a renewal is not to be tried yet."""
+        return token is not None and now < token.valid_until and now < self._retry_renewal_at
+
     async def _renew(self, stale: Token | None) -> Token:
+        """Obtain a token in place of `stale`: one request at a time, its outcome shared."""
+        attempts = self._attempts
         async with self._renewing:
             if self._token is not None and self._token is not stale:
                 return self._token  # another task renewed it while this one waited
-            ticket = await self._gate.admit()
-            status: int | None = None
-            detail = ""
+            stale = self._token  # None if the CCE API refused it meanwhile
+            if self._usable(stale, self._clock()):
+                return stale  # another task's renewal failed while this one waited
+            failure = self._failure
+            if failure is not None and self._attempts != attempts:
+                # Another task's request failed while this one waited, and there
+                # is no token that works: that failure is this task's too.
+                raise _copy(failure)
             try:
-                status, body, subject = await self._post()
-                if status != 201:
-                    detail = iam_error_detail(body)
-                    raise _status_error(status, detail)
-                token = self._read_token(body, subject)
-            finally:
-                ticket.settle(status, detail)
+                token = await self._request_token()
+            except ApiError as exc:
+                self._attempts += 1
+                self._failure = exc
+                now = self._clock()
+                if stale is None or now >= stale.valid_until:
+                    raise
+                # Keep polling with the token that still works; try again later.
+                self._retry_renewal_at = now + min(60.0, (stale.valid_until - now) / 4)
+                event(log, logging.WARNING, "iam_token_renewal_failed", detail=str(exc))
+                return stale
+            self._attempts += 1
+            self._failure = None
             self._token = token
             self._expiry.set(token.expires_at)
             event(
@@ -217,6 +233,19 @@ class IamAuth:
                 expires_at=datetime.fromtimestamp(token.expires_at, UTC).isoformat(),
             )
             return token
+
+    async def _request_token(self) -> Token:
+        ticket = await self._gate.admit()
+        status: int | None = None
+        detail = ""
+        try:
+            status, body, subject = await self._post()
+            if status != 201:
+                detail = iam_error_detail(body)
+                raise _status_error(status, detail)
+            return self._read_token(body, subject)
+        finally:
+            ticket.settle(status, detail)
 
     def _request_body(self) -> bytes:
         user = {
@@ -250,14 +279,8 @@ class IamAuth:
                 code = str(response.status)
                 body = await read_capped(response, _MAX_BODY)
                 subject = response.headers.get("X-Subject-Token")
-        except TimeoutError:
-            raise ApiError(
-                ErrorKind.TIMEOUT, f"IAM: no answer within {self._timeout.total} s"
-            ) from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise ApiError(ErrorKind.CONNECTION, f"IAM: {_describe(exc)}") from None
-        except aiohttp.ClientError as exc:
-            raise ApiError(ErrorKind.INVALID_RESPONSE, f"IAM: {_describe(exc)}") from None
+        except Exception as exc:  # CancelledError is not one: it goes on as it is
+            raise transport_error(exc, code, self._timeout.total, "IAM: ") from None
         finally:
             self._instruments.api_requests.labels(OPERATION, code).inc()
             self._instruments.api_latency.labels(OPERATION).observe(time.perf_counter() - started)
@@ -305,6 +328,12 @@ def _status_error(status: int, detail: str) -> ApiError:
     return ApiError(kind, f"IAM: {detail}", status=status)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:_DETAIL_CHARS]
+def _copy(exc: ApiError) -> ApiError:
+    """Return the same failure anew, to raise in another task."""
+    return ApiError(
+        exc.kind,
+        exc.detail,
+        status=exc.status,
+        request_id=exc.request_id,
+        retry_after=exc.retry_after,
+    )

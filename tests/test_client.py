@@ -7,9 +7,11 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
+from aiohttp import web
 from aioresponses import aioresponses
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import SecretStr
+from pytest_aiohttp import AiohttpServer
 
 from exporter.auth import TokenAuth
 from exporter.client import (
@@ -22,6 +24,8 @@ from exporter.client import (
 from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.ratelimit import RateLimiter
+from exporter.scheduler import PollSettings, Scheduler
+from exporter.state import ERROR_KINDS, JobStore
 from tests.conftest import EXAMPLE_JOB_ID, Sleeps
 
 ENDPOINT = "https://cce.cn-north-4.myhuaweicloud.com"
@@ -374,3 +378,102 @@ async def test_redirects_are_not_followed(client: CCEClient) -> None:
         assert [str(url) for _, url in mock.requests] == [URL]
     assert caught.value.kind is ErrorKind.INVALID_RESPONSE
     assert caught.value.status == 302
+
+
+async def test_a_request_aiohttp_refuses_to_send_fails_the_poll_as_connection(
+    aiohttp_server: AiohttpServer, instruments: Instruments
+) -> None:
+    """A token with a line break fails its poll as `connection`, naming the error, not the token."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/api/v3/projects/{project}/jobs/{job}", answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    store = JobStore()
+    async with aiohttp.ClientSession() as session:
+        client = CCEClient(
+            session, str(server.make_url("")), TokenAuth(SecretStr("tok\nsecret-part")),
+            instruments, timeout=5, retry=RetryPolicy(attempts=1),
+        )  # fmt: skip
+        with pytest.raises(ApiError) as caught:
+            await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+        scheduler = Scheduler(
+            client, store, instruments,
+            PollSettings(PROJECT, poll_interval=30, poll_concurrency=4, finished_retention=60),
+        )  # fmt: skip
+        scheduler.watch([EXAMPLE_JOB_ID])
+        await scheduler.poll_due(jitter=False)
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert "ValueError" in str(caught.value)
+    assert "secret-part" not in str(caught.value)
+    assert seen == []
+    state = store.get(EXAMPLE_JOB_ID)
+    assert state is not None
+    assert state.last_error_kind is ErrorKind.CONNECTION
+    assert state.errors[ERROR_KINDS.index(ErrorKind.CONNECTION)] == 1
+    assert scheduler.ready
+    unsent = instruments.registry.get_sample_value(
+        "cce_exporter_api_requests_total", {"operation": "show_job", "code": "error"}
+    )
+    assert unsent == 2.0
+
+
+class _Together:
+    """A job endpoint that holds requests until `together` have arrived, then answers all."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.expect(200, together=1)
+
+    def expect(self, status: int, *, together: int) -> None:
+        """Answer `status` from now on, once `together` requests have arrived."""
+        self.status = status
+        self.together = together
+        self.arrived = 0
+        self._all_in = asyncio.Event()
+
+    async def answer(self, request: web.Request) -> web.Response:
+        """Wait for the others, then answer with the current status."""
+        self.arrived += 1
+        if self.arrived >= self.together:
+            self._all_in.set()
+        await self._all_in.wait()
+        if self.status == 200:
+            return web.json_response(self.job)
+        return web.json_response({"error_code": "APIG.0308"}, status=self.status)
+
+
+async def test_a_burst_of_throttled_answers_pauses_once(
+    aiohttp_server: AiohttpServer, instruments: Instruments, example_job: dict[str, Any]
+) -> None:
+    """Sixteen polls in flight together, all answered 429, pause 1 s; later 429s double it."""
+    endpoint = _Together(example_job)
+    app = web.Application()
+    app.router.add_get("/api/v3/projects/{project}/jobs/{job}", endpoint.answer)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    sleeps = Sleeps()
+    limiter = RateLimiter(100, clock=sleeps.clock, sleep=sleeps.sleep)
+    async with aiohttp.ClientSession() as session:
+        client = CCEClient(
+            session, str(server.make_url("")), TokenAuth(SecretStr("t")), instruments,
+            timeout=5, limiter=limiter, retry=RetryPolicy(attempts=1), sleep=sleeps.sleep,
+        )  # fmt: skip
+        await client.show_job(PROJECT, EXAMPLE_JOB_ID)  # the credentials work: no probing
+        endpoint.expect(429, together=16)
+        results = await asyncio.gather(
+            *(client.show_job(PROJECT, EXAMPLE_JOB_ID) for _ in range(16)),
+            return_exceptions=True,
+        )
+        assert endpoint.arrived == 16
+        assert all(isinstance(r, ApiError) and r.kind is ErrorKind.THROTTLED for r in results)
+        assert limiter.paused_for == 1.0
+        pauses = []
+        for _ in range(2):
+            with pytest.raises(ApiError):
+                await client.show_job(PROJECT, EXAMPLE_JOB_ID)
+            pauses.append(limiter.paused_for)
+    assert pauses == [2.0, 4.0]

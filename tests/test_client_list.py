@@ -1,4 +1,5 @@
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,3 +94,42 @@ async def test_list_jobs_refuses_an_invalid_project(client: CCEClient, answer: _
     with pytest.raises(ValueError, match="not a valid ID"):
         await client.list_jobs("../p1")
     assert answer.seen == []
+
+
+async def test_a_list_403_leaves_job_reads_alone(
+    aiohttp_server: Any,
+    instruments: Instruments,
+    example_job: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With cce:job:list refused and cce:job:get granted, jobs are still read; listing backs off."""
+    seen: list[str] = []
+
+    async def list_jobs(request: web.Request) -> web.Response:
+        seen.append("list")
+        body = {"errorCode": "CCE.01403001", "errorMessage": "Forbidden"}
+        return web.json_response(body, status=403)
+
+    async def show_job(request: web.Request) -> web.Response:
+        seen.append("show")
+        return web.json_response(example_job)
+
+    app = web.Application()
+    app.router.add_get("/api/v2/projects/{project}/jobs", list_jobs)
+    app.router.add_get("/api/v3/projects/{project}/jobs/{job}", show_job)
+    server: TestServer = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        client = CCEClient(
+            session, str(server.make_url("")), TokenAuth(SecretStr("tok")), instruments, timeout=5
+        )
+        for _ in range(3):
+            with pytest.raises(ApiError) as refused:
+                await client.list_jobs("p1")
+            assert refused.value.kind is ErrorKind.FORBIDDEN
+            tree = await client.show_job("p1", "job-a")
+            assert tree.nodes
+    assert seen == ["list", "show", "show", "show"]
+    assert "refused cce:job:list" in str(refused.value)
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.getMessage() == "authentication_failed"
+    assert line.fields["action"] == "cce:job:list"  # type: ignore[attr-defined]

@@ -37,14 +37,43 @@ async def test_retry_after_pauses_everyone_exactly() -> None:
 
 
 async def test_throttle_without_retry_after_doubles_until_success() -> None:
-    """Throttled answers in a row pause 1, 2, 4 ... seconds, up to a cap; success resets."""
+    """A request throttled after each pause doubles it: 1, 2, 4 ... s to a cap; success resets."""
     time = Sleeps(0.0)
     limiter = RateLimiter(1, clock=time.clock, sleep=time.sleep)
-    pauses = [limiter.throttled(None) for _ in range(8)]
+    pauses = [limiter.throttled(None, await limiter.acquire()) for _ in range(8)]
     assert pauses == [1, 2, 4, 8, 16, 32, 60, 60]
     assert max(pauses) == THROTTLE_PAUSE_CAP
-    limiter.succeeded()
-    assert limiter.throttled(None) == 1
+    limiter.succeeded(await limiter.acquire())
+    assert limiter.throttled(None, await limiter.acquire()) == 1
+
+
+async def test_requests_throttled_together_pause_once() -> None:
+    """Sixteen requests in flight together, all throttled, pause everyone 1 s, not 60 s."""
+    time = Sleeps(0.0)
+    limiter = RateLimiter(20, clock=time.clock, sleep=time.sleep)
+    marks = [await limiter.acquire() for _ in range(16)]
+    assert [limiter.throttled(None, mark) for mark in marks] == [1.0] * 16
+    assert limiter.paused_for == 1.0
+    # Late answers to the same requests, after the pause: no new pause, no reset.
+    time.now += 1.5
+    assert limiter.throttled(None, marks[0]) == 0.0
+    limiter.succeeded(marks[1])
+    assert limiter.paused_for == 0.0
+    # A request sent after the pause and throttled again doubles it, once.
+    late = [await limiter.acquire() for _ in range(3)]
+    assert [limiter.throttled(None, mark) for mark in late] == [2.0, 2.0, 2.0]
+    assert limiter.throttled(None, await limiter.acquire()) == 4.0
+
+
+async def test_throttled_answer_without_a_mark_escalates_only_outside_a_pause() -> None:
+    """A caller that passes no mark still cannot double a pause that is on."""
+    time = Sleeps(0.0)
+    limiter = RateLimiter(20, clock=time.clock, sleep=time.sleep)
+    assert [limiter.throttled(None) for _ in range(5)] == [1.0] * 5
+    time.now += 0.25
+    assert limiter.throttled(None) == 0.75
+    time.now += 0.75
+    assert limiter.throttled(None) == 2.0
 
 
 def test_rate_must_be_positive() -> None:
