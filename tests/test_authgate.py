@@ -220,7 +220,9 @@ async def test_start_up_during_an_outage_polls_every_job_in_minutes(
             gate=gate,
         )  # fmt: skip
         settings = PollSettings("p", poll_interval=30, poll_concurrency=16, finished_retention=600)
-        scheduler = Scheduler(client, JobStore(), instruments, settings, clock=time.clock)
+        scheduler = Scheduler(
+            client, JobStore(), instruments, settings, clock=time.clock, monotonic=time.clock
+        )
         scheduler.watch(jobs)
         await scheduler.poll_due(jitter=False)
         assert scheduler.ready
