@@ -25,7 +25,7 @@ from exporter.exposition import Renderer
 from exporter.iam import IamAuth
 from exporter.instruments import Instruments
 from exporter.jobsfile import JobsFile
-from exporter.logs import event
+from exporter.logs import crash, event
 from exporter.ratelimit import RateLimiter
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.sharding import Shard
@@ -258,7 +258,13 @@ async def run_service(
             if task.cancelled() or stop.is_set():
                 return
             broken.append(task)
-            log.error("loop_ended task=%s", task.get_coro(), exc_info=task.exception())
+            error = task.exception() or RuntimeError("the loop returned")
+            crash(
+                log,
+                "loop_ended",
+                error,
+                task=getattr(task.get_coro(), "__qualname__", task.get_name()),
+            )
             stop.set()
 
         for task in tasks:

@@ -16,7 +16,7 @@ EXIT_CONFIG = 2
 
 _HELP = {
     "endpoint": "CCE base URL, e.g. https://cce.cn-north-4.myhuaweicloud.com",
-    "region": "region name, e.g. cn-north-4 (derives the endpoint)",
+    "region": "region name, e.g. cn-north-4; the endpoints are derived from it",
     "project_id": "project whose jobs are watched",
     "job_ids": "comma-separated job IDs to watch",
     "poll_interval": "seconds between polls of a job that is not finished",
@@ -27,8 +27,12 @@ _HELP = {
     "listen_address": "host:port of the HTTP server",
     "log_level": "debug, info, warning or error",
     "log_format": "text or json",
-    "ca_bundle": "CA certificates to trust for the CCE endpoint",
-    "insecure_skip_verify": "do not verify the CCE endpoint's TLS certificate",
+    "ca_bundle": "PEM file of CA certificates to trust for the CCE and IAM endpoints",
+    "insecure_skip_verify": "do not verify the CCE and IAM endpoints' TLS certificates",
+    "iam_endpoint": "IAM base URL for tokens; derived from the region when not set",
+    "iam_domain": "account (domain) name of the IAM user",
+    "iam_username": "name of the IAM user",
+    "web_config_file": "exporter-toolkit web config: TLS and basic auth for the HTTP server",
     "discover": "also watch the jobs that the project's job list shows",
     "discover_interval": "seconds between two reads of the job list",
     "discover_max_age": "pick up only jobs created within this many seconds",
@@ -38,6 +42,22 @@ _HELP = {
     "shard_count": "number of exporters sharing the jobs",
     "shard_index": "this exporter's share, 0..shard_count-1, or auto (from the host name)",
 }
+
+
+def _help(name: str) -> str:
+    """Say what a setting's flag is for."""
+    if name.endswith("_file") and name in SECRET_FIELDS:
+        return f"file holding the secret {name.removesuffix('_file')}"
+    return _HELP[name]
+
+
+def _default(value: object) -> str:
+    """Show the default of a setting for the help, or nothing when it has none."""
+    if value is None or value == ():
+        return ""
+    if isinstance(value, bool):
+        return f"default {str(value).lower()}; "
+    return f"default {value}; "
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in SECRET_FIELDS and not name.endswith("_file"):
             continue
         flag = "--" + name.replace("_", "-")
-        help_text = f"{_HELP.get(name, name)} (env {env_name(name)})"
+        help_text = f"{_help(name)} ({_default(field.default)}env {env_name(name)})"
         if field.annotation is bool:
             settings.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text

@@ -41,6 +41,9 @@ from exporter.sharding import index_from_hostname
 from exporter.webconfig import load_web_config
 
 ENV_PREFIX = "CCE_EXPORTER_"
+# Regions served from Huawei Cloud's European domain, myhuaweicloud.eu (Dublin);
+# every other region, Paris's eu-west-0 among them, is on myhuaweicloud.com.
+EU_DOMAIN_REGIONS = frozenset({"eu-west-101"})
 DEFAULT_PORT = 9849
 
 # What Kubernetes injects into every pod for a Service named `cce-exporter` in
@@ -380,11 +383,11 @@ class Settings(BaseSettings):
         return self._regional("cce")
 
     def _regional(self, service: str) -> str:
-        """Return the URL of a service in `region` (European regions have their own domain)."""
+        """Return the URL of a service in `region` (Dublin has a domain of its own)."""
         if self.region is None:  # excluded by check_settings
             msg = f"no region to derive the {service} endpoint from"
             raise RuntimeError(msg)
-        domain = "myhuaweicloud.eu" if self.region.startswith("eu-") else "myhuaweicloud.com"
+        domain = "myhuaweicloud.eu" if self.region in EU_DOMAIN_REGIONS else "myhuaweicloud.com"
         return f"https://{service}.{self.region}.{domain}"
 
 

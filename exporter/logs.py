@@ -57,6 +57,11 @@ def event(logger: logging.Logger, level: int, name: str, **fields: object) -> No
         logger.log(level, name, extra={_FIELDS: fields})
 
 
+def crash(logger: logging.Logger, name: str, error: BaseException, **fields: object) -> None:
+    """Log the error event `name` of a bug, with its fields and the traceback of `error`."""
+    logger.error(name, exc_info=error, extra={_FIELDS: fields})
+
+
 def setup_logging(level: str, log_format: str) -> None:
     """Send every log line to stderr in the chosen format and level."""
     handler = logging.StreamHandler(sys.stderr)

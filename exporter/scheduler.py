@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from exporter.authgate import AUTH_KINDS
 from exporter.errors import ApiError
 from exporter.instruments import Instruments
-from exporter.logs import event
+from exporter.logs import crash, event
 from exporter.model import JobTree
 from exporter.state import JobState, JobStore
 
@@ -262,7 +262,7 @@ class Scheduler:
                 raise result
             if isinstance(result, BaseException):
                 # A bug, not an API failure: keep the other jobs going and say so.
-                log.error("poll_crashed job_id=%s", job_id, exc_info=result)
+                crash(log, "poll_crashed", result, job_id=job_id)
         self._instruments.poll_cycle.set(time.monotonic() - started)
         self._wake.set()
 

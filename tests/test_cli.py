@@ -10,6 +10,8 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
+from exporter.cli import build_parser
+from exporter.config import env_name
 from tests.conftest import EXAMPLE_JOB_ID, labels, parse_series
 from tests.fakecce import TOKEN, FakeCCE
 
@@ -299,6 +301,22 @@ async def test_secret_files_have_flags_and_secrets_do_not() -> None:
     assert "--secret-key-file" in out
     for secret in ("--auth-token ", "--secret-key ", "--iam-password ", "--admin-token "):
         assert secret not in out
+
+
+def test_every_flag_says_what_it_is_for_and_its_default() -> None:
+    """Each setting's flag has a help text of its own, its variable, and its default if any."""
+    parser = build_parser()
+    group = next(g for g in parser._action_groups if g.title == "settings")
+    actions = {action.dest: action for action in group._group_actions}
+    assert actions
+    for name, action in actions.items():
+        assert action.help is not None
+        purpose = action.help.split(" (", 1)[0]
+        assert purpose not in (name, ""), name
+        assert f"env {env_name(name)})" in action.help
+    assert "default 30.0;" in str(actions["poll_interval"].help)
+    assert "default false;" in str(actions["discover"].help)
+    assert "default" not in str(actions["endpoint"].help)
 
 
 async def test_a_port_in_use_is_a_clean_configuration_error(

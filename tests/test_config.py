@@ -177,7 +177,9 @@ def test_any_dns_label_is_a_region_with_an_explicit_endpoint(
     ("region", "derived"),
     [
         ("me-east-1", "https://cce.me-east-1.myhuaweicloud.com"),
-        ("eu-de", "https://cce.eu-de.myhuaweicloud.eu"),
+        ("eu-de", "https://cce.eu-de.myhuaweicloud.com"),
+        ("eu-west-0", "https://cce.eu-west-0.myhuaweicloud.com"),
+        ("eu-west-101", "https://cce.eu-west-101.myhuaweicloud.eu"),
     ],
 )
 def test_a_region_without_endpoint_derives_it(
@@ -217,11 +219,15 @@ def test_a_refused_region_is_not_also_a_missing_one(clean_env: pytest.MonkeyPatc
     assert [problem.split(":")[0] for problem in _problems(caught)] == ["region (flag --region)"]
 
 
-def test_eu_region_has_its_own_domain(clean_env: pytest.MonkeyPatch) -> None:
-    """A European region derives its endpoint on the .eu domain."""
-    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
-    settings = load_settings({"project_id": "p", "region": "eu-west-101"})
-    assert settings.cce_endpoint == "https://cce.eu-west-101.myhuaweicloud.eu"
+def test_dublin_has_its_own_domain_for_cce_and_iam(clean_env: pytest.MonkeyPatch) -> None:
+    """eu-west-101 (Dublin) derives both endpoints on the .eu domain; Paris stays on .com."""
+    clean_env.setenv("CCE_EXPORTER_IAM_PASSWORD", "pw")
+    iam = {"project_id": "p", "iam_domain": "d", "iam_username": "u"}
+    dublin = load_settings({**iam, "region": "eu-west-101"})
+    assert dublin.cce_endpoint == "https://cce.eu-west-101.myhuaweicloud.eu"
+    assert dublin.iam_token_endpoint == "https://iam.eu-west-101.myhuaweicloud.eu"
+    paris = load_settings({**iam, "region": "eu-west-0"})
+    assert paris.iam_token_endpoint == "https://iam.eu-west-0.myhuaweicloud.com"
 
 
 FLOAT_SETTINGS = sorted(

@@ -42,3 +42,18 @@ def test_example_settings_file_is_valid(clean_env: pytest.MonkeyPatch, tmp_path:
     clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", str(token))
     settings = load_settings({}, ROOT / "config" / "exporter.example.yml")
     assert settings.project_id == "0123456789abcdef0123456789abcdef"
+
+
+def _logged_events() -> set[str]:
+    """The event names the exporter's code logs, through `event` or `crash`."""
+    call = re.compile(r'(?:\bevent\(\s*\w+,\s*logging\.\w+,\s*|\bcrash\(\s*\w+,\s*)"([a-z_]+)"')
+    return {
+        name for path in (ROOT / "exporter").glob("*.py") for name in call.findall(path.read_text())
+    }
+
+
+def test_readme_names_every_log_event() -> None:
+    """Every event the exporter logs is named in the README, so an operator can look it up."""
+    events = _logged_events()
+    assert {"job_poll_failing", "poll_crashed", "loop_ended", "listening"} <= events
+    assert sorted(name for name in events if f"`{name}`" not in README) == []

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.logs import event, setup_logging
+from exporter.logs import crash, event, setup_logging
 
 
 @pytest.fixture
@@ -38,14 +38,12 @@ def test_json_lines_are_objects(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("debug", "json")
     event(logging.getLogger("exporter.test"), logging.INFO, "job_finished",
           job_id="abc", phase="Failed", reason='quota "exceeded"\nfor ECS')  # fmt: skip
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        logging.getLogger("exporter.test").exception("poll_crashed")
+    crash(logging.getLogger("exporter.test"), "poll_crashed", ValueError("boom"), job_id="abc")
     first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
     assert first["event"] == "job_finished"
     assert first["level"] == "info"
     assert first["reason"] == 'quota "exceeded"\nfor ECS'
     assert first["logger"] == "exporter.test"
     assert second["event"] == "poll_crashed"
+    assert second["job_id"] == "abc"
     assert "ValueError: boom" in second["exception"]

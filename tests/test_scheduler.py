@@ -302,7 +302,11 @@ async def test_a_crashing_poll_still_waits_its_interval(
         await scheduler.poll_due(jitter=False)
         assert await scheduler.poll_due(jitter=False) == []
     assert reader.calls == 1
-    assert [r.getMessage() for r in caplog.records] == ["poll_crashed job_id=job-1"]
+    [record] = caplog.records
+    assert record.getMessage() == "poll_crashed"
+    assert record.fields == {"job_id": "job-1"}  # type: ignore[attr-defined]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
     clock.now += 30
     assert await scheduler.poll_due(jitter=False) == ["job-1"]
 
