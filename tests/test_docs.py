@@ -36,12 +36,17 @@ def test_readme_documents_every_metric() -> None:
 
 
 def test_example_settings_file_is_valid(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """config/exporter.example.yml loads without a problem (given its secret file)."""
-    token = tmp_path / "token"
-    token.write_text("t")
-    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", str(token))
-    settings = load_settings({}, ROOT / "config" / "exporter.example.yml")
+    """config/exporter.example.yml loads without a problem (given its secret files)."""
+    text = (ROOT / "config" / "exporter.example.yml").read_text()
+    for name in ("access-key", "secret-key"):
+        secret = tmp_path / name
+        secret.write_text(f"example-{name}\n")
+        text = text.replace(f"/run/secrets/cce-{name}", str(secret))
+    example = tmp_path / "exporter.yml"
+    example.write_text(text)
+    settings = load_settings({}, example)
     assert settings.project_id == "0123456789abcdef0123456789abcdef"
+    assert settings.auth_method == "aksk"
 
 
 def _logged_events() -> set[str]:
