@@ -267,6 +267,7 @@ class Scheduler:
         self._wake.set()
 
     async def _poll(self, job_id: str, *, jitter: bool) -> None:
+        scheduled = self._due.get(job_id, self._monotonic())
         if jitter and self._settings.jitter > 0:
             await asyncio.sleep(self._rng.uniform(0, self._settings.jitter))
         async with self._semaphore:
@@ -282,13 +283,23 @@ class Scheduler:
             finally:
                 # Even after a bug (an exception other than ApiError), the job
                 # waits its interval: a crash must not turn into a tight loop.
-                self._reschedule(job_id, started)
+                self._reschedule(job_id, scheduled, started)
 
-    def _reschedule(self, job_id: str, started: float) -> None:
+    def _reschedule(self, job_id: str, scheduled: float, started: float) -> None:
+        """Set when a job is next due: an interval after it was last due.
+
+        Counting from when it was due, not from when its request went out,
+        keeps the cadence exact whatever the jitter and the queue, and keeps
+        the jobs of one pass together in the next one. A job that waited
+        longer than its interval counts from its request instead: missed
+        rounds are skipped, not made up in a burst.
+        """
         if job_id in self._due and job_id in self._store:
             since = self._gone_since.get(job_id)
             gone_for = None if since is None else started - since
-            self._due[job_id] = started + next_delay(gone_for, self._settings.poll_interval)
+            delay = next_delay(gone_for, self._settings.poll_interval)
+            due = scheduled + delay
+            self._due[job_id] = due if due > started else started + delay
 
     def _record_success(self, job_id: str, tree: JobTree) -> None:
         before = self._store.get(job_id)

@@ -11,7 +11,7 @@ from pytest_aiohttp import AiohttpServer
 
 from exporter.auth import TokenAuth
 from exporter.client import CCEClient
-from exporter.errors import ErrorKind
+from exporter.errors import ApiError, ErrorKind
 from exporter.instruments import Instruments
 from exporter.jobsfile import JobsFile
 from exporter.model import JobTree
@@ -483,3 +483,53 @@ async def test_a_job_dropped_at_its_first_read_is_not_offered_again(
     await rig.scheduler.poll_due(jitter=False)
     assert {state.job_id for state in rig.store} == {"new"}
     assert rig.api.requests == {"old": 1, "new": 1}
+
+
+class _Slow:
+    """A reader whose every read takes `seconds` of a fake clock, then fails."""
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+
+    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+        """Let the time of one read pass, and answer a server error."""
+        self.clock.now += self.seconds
+        raise ApiError(ErrorKind.SERVER_ERROR, "down")
+
+
+def _one_at_a_time(reader: _Slow, clock: Clock, instruments: Instruments) -> Scheduler:
+    """A scheduler polling every 30 s, one request at a time, on the reader's clock."""
+    settings = PollSettings(
+        project_id=PROJECT, poll_interval=30, poll_concurrency=1, finished_retention=600
+    )
+    return Scheduler(reader, JobStore(), instruments, settings, clock=clock, monotonic=clock)
+
+
+async def test_the_jobs_of_a_pass_are_due_together_again(instruments: Instruments) -> None:
+    """Jobs polled in one pass are due again together, however long each queued for its turn."""
+    clock = Clock()
+    scheduler = _one_at_a_time(_Slow(clock, 0.4), clock, instruments)
+    scheduler.watch(["a", "b", "c"])
+    start = clock.now
+    assert await scheduler.poll_due(jitter=False) == ["a", "b", "c"]
+    clock.now = start + 29.9
+    assert scheduler.due_jobs() == []
+    clock.now = start + 30
+    assert await scheduler.poll_due(jitter=False) == ["a", "b", "c"]
+
+
+async def test_a_job_that_queued_past_its_interval_skips_the_round(
+    instruments: Instruments,
+) -> None:
+    """A job whose turn came after its next round was due counts its interval from its read."""
+    clock = Clock()
+    scheduler = _one_at_a_time(_Slow(clock, 20), clock, instruments)
+    scheduler.watch(["a", "b", "c"])
+    start = clock.now
+    # a reads at 0, b at 20, c at 40: c's next round (30) is gone by then.
+    await scheduler.poll_due(jitter=False)
+    clock.now = start + 30
+    assert scheduler.due_jobs() == ["a", "b"]
+    clock.now = start + 70
+    assert scheduler.due_jobs() == ["a", "b", "c"]
