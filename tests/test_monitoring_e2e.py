@@ -228,10 +228,11 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
         "reason": standin.FAILURE_REASON,
         "region": "cn-north-4",
         "environment": "demo",
-        "instance": "demo-exporter",
         "project_id": standin.PROJECT_ID,
     }.items():
         assert failed["labels"][key] == value, key
+    # No instance: a restarted exporter (a new pod IP) must not make it a new alert.
+    assert "instance" not in failed["labels"]
     assert failed["annotations"]["summary"] == (
         f"CCE CreateCluster job {standin.FAILED_JOB} failed on cluster {standin.CLUSTER_A}"
     )
@@ -246,6 +247,8 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
     assert stuck["receiver"] == "on-call-pager"
     assert stuck["labels"]["job_type"] == "CreateNode"
     assert stuck["labels"]["cluster_id"] == standin.CLUSTER_B
+    # Only labels a running job keeps: its resource can appear mid-run.
+    assert not {"instance", "resource_id", "resource_name"} & set(stuck["labels"])
     assert re.fullmatch(
         rf"CCE CreateNode job {standin.STUCK_JOB} on cluster {standin.CLUSTER_B} "
         r"has not finished after 3h 0m \d+s",
