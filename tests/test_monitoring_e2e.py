@@ -282,6 +282,31 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
     assert down["annotations"]["summary"] == "cce-job-exporter dead-exporter is down"
 
 
+def _poll_failing_groups(stack: Stack) -> list[tuple[dict[str, str], set[str]]]:
+    """The CCEJobPollFailing notifications: their group labels and the jobs they list."""
+    return [
+        (
+            notification["groupLabels"],
+            {alert["labels"]["job_id"] for alert in notification["alerts"]},
+        )
+        for notification in stack.servers.received()
+        if notification["groupLabels"].get("alertname") == "CCEJobPollFailing"
+    ]
+
+
+def test_failing_polls_of_a_project_make_one_notification(stack: Stack) -> None:
+    """Every job of a project whose polls fail is listed in one notification, not one each."""
+    wanted = {standin.FAILING_JOB, standin.THROTTLED_JOB}
+    deadline = time.monotonic() + DEADLINE
+    groups = _poll_failing_groups(stack)
+    while not any(jobs >= wanted for _, jobs in groups) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        groups = _poll_failing_groups(stack)
+    assert any(jobs >= wanted for _, jobs in groups), groups
+    for labels, _ in groups:
+        assert labels == {"alertname": "CCEJobPollFailing", "project_id": standin.PROJECT_ID}
+
+
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         inner
