@@ -339,7 +339,8 @@ def _fill(expr: str, chosen: dict[str, str]) -> str:
     """Substitute the dashboard's variables the way Grafana does for Prometheus."""
     for name, value in chosen.items():
         expr = expr.replace(f"${name}", value)
-    return expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+    expr = expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+    return expr.replace("$__range", "5m")
 
 
 def test_every_dashboard_query_answers_with_data(stack: Stack) -> None:
@@ -408,6 +409,33 @@ def test_dashboard_table_shows_the_failed_job(stack: Stack) -> None:
         standin.DONE_JOB,
         standin.RUNNING_JOB,
     }
+
+
+def test_dashboard_failing_polls_follow_the_cluster_and_type(stack: Stack) -> None:
+    """Failing-poll panels count never-read jobs under "All" only, and follow the filters."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = {panel["title"]: panel for panel in _panels(dashboard)}
+    count = panels["Jobs whose polls fail"]["targets"][0]["expr"]
+    by_kind = panels["Failed polls by kind"]["targets"][0]["expr"]
+    everything = {"project_id": ".*", "cluster_id": ".*", "job_type": ".*"}
+    one_cluster = everything | {"cluster_id": standin.CLUSTER_A}
+    # The two unreadable jobs were never read: no type, no cluster.
+    answer = query(stack, _fill(count, everything))
+    assert [float(s["value"][1]) for s in answer["data"]["result"]] == [2.0]
+    answer = query(stack, _fill(count, one_cluster))
+    assert [float(s["value"][1]) for s in answer["data"]["result"]] == [0.0]
+
+    def failing_kinds(chosen: dict[str, str]) -> set[str]:
+        answer = query(stack, _fill(by_kind, chosen))
+        return {s["metric"]["error"] for s in answer["data"]["result"] if float(s["value"][1])}
+
+    deadline = time.monotonic() + DEADLINE
+    while not failing_kinds(everything) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert failing_kinds(everything) <= {"server_error", "throttled"}
+    assert failing_kinds(everything)
+    # The readable jobs of cluster A fail no poll; the unreadable ones are left out.
+    assert failing_kinds(one_cluster) == set()
 
 
 def _readme_queries() -> list[str]:
