@@ -78,7 +78,27 @@ def test_statefulset_shards_by_pod_ordinal() -> None:
     assert ports["metrics"] == 9849
     probes = (container["livenessProbe"], container["readinessProbe"])
     assert [probe["httpGet"]["path"] for probe in probes] == ["/healthz", "/readyz"]
-    assert "CCE_EXPORTER_AUTH_TOKEN" not in env  # secrets come from files, not the environment
+    # Secrets come from files, not the environment.
+    assert not {"CCE_EXPORTER_ACCESS_KEY", "CCE_EXPORTER_SECRET_KEY"} & set(env)
+
+
+def test_the_example_authenticates_with_keys_that_do_not_expire() -> None:
+    """The Secret and the pod use AK/SK files, not a static token that expires in 24 h."""
+    secret = _one("Secret")
+    assert set(secret["stringData"]) == {"access_key", "secret_key", "admin_token"}
+    container = _one("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    names = {item["name"] for item in container["env"]}
+    assert {"CCE_EXPORTER_ACCESS_KEY_FILE", "CCE_EXPORTER_SECRET_KEY_FILE"} <= names
+    assert not any("AUTH_TOKEN" in name for name in names)
+
+
+def test_the_secret_files_are_readable_by_the_exporter_only() -> None:
+    """The Secret's files are group-readable by the pod's fsGroup, which the exporter runs as."""
+    pod = _one("StatefulSet")["spec"]["template"]["spec"]
+    volume = next(volume for volume in pod["volumes"] if "secret" in volume)
+    assert volume["secret"]["defaultMode"] == 0o440
+    context = pod["securityContext"]
+    assert context["fsGroup"] == context["runAsGroup"]
 
 
 def test_the_pod_gets_no_service_links() -> None:
@@ -106,7 +126,8 @@ def test_mounted_files_are_those_the_settings_name() -> None:
     config = yaml.safe_load(_one("ConfigMap")["data"]["config.yaml"])
     assert container["args"][1] in mounted
     assert config["job_ids_file"] in mounted
-    assert env["CCE_EXPORTER_AUTH_TOKEN_FILE"] in mounted
+    assert env["CCE_EXPORTER_ACCESS_KEY_FILE"] in mounted
+    assert env["CCE_EXPORTER_SECRET_KEY_FILE"] in mounted
     assert env["CCE_EXPORTER_ADMIN_TOKEN_FILE"] in mounted
 
 
@@ -116,16 +137,20 @@ def test_the_shipped_config_is_valid(tmp_path: Path, clean_env: pytest.MonkeyPat
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     jobs = tmp_path / "jobs.txt"
     jobs.write_text(configmap["data"]["jobs.txt"])
-    token = tmp_path / "auth_token"
-    token.write_text("t")
+    access_key = tmp_path / "access_key"
+    access_key.write_text("AK")
+    secret_key = tmp_path / "secret_key"
+    secret_key.write_text("SK")
     config["job_ids_file"] = str(jobs)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     clean_env.setenv("CCE_EXPORTER_SHARD_COUNT", "3")
     clean_env.setenv("CCE_EXPORTER_SHARD_INDEX", "auto")
-    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN_FILE", str(token))
+    clean_env.setenv("CCE_EXPORTER_ACCESS_KEY_FILE", str(access_key))
+    clean_env.setenv("CCE_EXPORTER_SECRET_KEY_FILE", str(secret_key))
     clean_env.setattr(exporter.config.socket, "gethostname", lambda: "cce-job-exporter-1")
     settings = load_settings({}, path)
+    assert settings.auth_method == "aksk"
     assert settings.discover
     assert settings.shard == 1
     clean_env.setattr(exporter.config.socket, "gethostname", lambda: "cce-job-exporter-3")

@@ -228,10 +228,11 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
         "reason": standin.FAILURE_REASON,
         "region": "cn-north-4",
         "environment": "demo",
-        "instance": "demo-exporter",
         "project_id": standin.PROJECT_ID,
     }.items():
         assert failed["labels"][key] == value, key
+    # No instance: a restarted exporter (a new pod IP) must not make it a new alert.
+    assert "instance" not in failed["labels"]
     assert failed["annotations"]["summary"] == (
         f"CCE CreateCluster job {standin.FAILED_JOB} failed on cluster {standin.CLUSTER_A}"
     )
@@ -246,6 +247,8 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
     assert stuck["receiver"] == "on-call-pager"
     assert stuck["labels"]["job_type"] == "CreateNode"
     assert stuck["labels"]["cluster_id"] == standin.CLUSTER_B
+    # Only labels a running job keeps: its resource can appear mid-run.
+    assert not {"instance", "resource_id", "resource_name"} & set(stuck["labels"])
     assert re.fullmatch(
         rf"CCE CreateNode job {standin.STUCK_JOB} on cluster {standin.CLUSTER_B} "
         r"has not finished after 3h 0m \d+s",
@@ -270,6 +273,9 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
 
     throttled = alerts["CCEApiThrottled", "demo-exporter"]
     assert throttled["labels"]["operation"] == "show_job"
+    # The target labels reach this alert too.
+    assert throttled["labels"]["region"] == "cn-north-4"
+    assert throttled["labels"]["environment"] == "demo"
     assert throttled["annotations"]["summary"] == (
         "The CCE API is throttling cce-job-exporter demo-exporter (show_job)"
     )
@@ -277,6 +283,31 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
     down = alerts["CCEExporterDown", "dead-exporter"]
     assert down["receiver"] == "on-call-pager"
     assert down["annotations"]["summary"] == "cce-job-exporter dead-exporter is down"
+
+
+def _poll_failing_groups(stack: Stack) -> list[tuple[dict[str, str], set[str]]]:
+    """The CCEJobPollFailing notifications: their group labels and the jobs they list."""
+    return [
+        (
+            notification["groupLabels"],
+            {alert["labels"]["job_id"] for alert in notification["alerts"]},
+        )
+        for notification in stack.servers.received()
+        if notification["groupLabels"].get("alertname") == "CCEJobPollFailing"
+    ]
+
+
+def test_failing_polls_of_a_project_make_one_notification(stack: Stack) -> None:
+    """Every job of a project whose polls fail is listed in one notification, not one each."""
+    wanted = {standin.FAILING_JOB, standin.THROTTLED_JOB}
+    deadline = time.monotonic() + DEADLINE
+    groups = _poll_failing_groups(stack)
+    while not any(jobs >= wanted for _, jobs in groups) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        groups = _poll_failing_groups(stack)
+    assert any(jobs >= wanted for _, jobs in groups), groups
+    for labels, _ in groups:
+        assert labels == {"alertname": "CCEJobPollFailing", "project_id": standin.PROJECT_ID}
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -308,7 +339,8 @@ def _fill(expr: str, chosen: dict[str, str]) -> str:
     """Substitute the dashboard's variables the way Grafana does for Prometheus."""
     for name, value in chosen.items():
         expr = expr.replace(f"${name}", value)
-    return expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+    expr = expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+    return expr.replace("$__range", "5m")
 
 
 def test_every_dashboard_query_answers_with_data(stack: Stack) -> None:
@@ -377,6 +409,33 @@ def test_dashboard_table_shows_the_failed_job(stack: Stack) -> None:
         standin.DONE_JOB,
         standin.RUNNING_JOB,
     }
+
+
+def test_dashboard_failing_polls_follow_the_cluster_and_type(stack: Stack) -> None:
+    """Failing-poll panels count never-read jobs under "All" only, and follow the filters."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = {panel["title"]: panel for panel in _panels(dashboard)}
+    count = panels["Jobs whose polls fail"]["targets"][0]["expr"]
+    by_kind = panels["Failed polls by kind"]["targets"][0]["expr"]
+    everything = {"project_id": ".*", "cluster_id": ".*", "job_type": ".*"}
+    one_cluster = everything | {"cluster_id": standin.CLUSTER_A}
+    # The two unreadable jobs were never read: no type, no cluster.
+    answer = query(stack, _fill(count, everything))
+    assert [float(s["value"][1]) for s in answer["data"]["result"]] == [2.0]
+    answer = query(stack, _fill(count, one_cluster))
+    assert [float(s["value"][1]) for s in answer["data"]["result"]] == [0.0]
+
+    def failing_kinds(chosen: dict[str, str]) -> set[str]:
+        answer = query(stack, _fill(by_kind, chosen))
+        return {s["metric"]["error"] for s in answer["data"]["result"] if float(s["value"][1])}
+
+    deadline = time.monotonic() + DEADLINE
+    while not failing_kinds(everything) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert failing_kinds(everything) <= {"server_error", "throttled"}
+    assert failing_kinds(everything)
+    # The readable jobs of cluster A fail no poll; the unreadable ones are left out.
+    assert failing_kinds(one_cluster) == set()
 
 
 def _readme_queries() -> list[str]:
