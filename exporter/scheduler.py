@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,6 +79,7 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._reader = reader
         self._store = store
@@ -87,12 +88,16 @@ class Scheduler:
         self._clock = clock  # wall clock: exported times, when a job ended
         self._monotonic = monotonic  # every wait: due times, retention
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._sleep = sleep  # before a request: its jitter, or its interval's end
         self._semaphore = asyncio.Semaphore(settings.poll_concurrency)
         self._due: dict[str, float] = {}  # job ID -> when it is next due (monotonic)
         # Finished jobs -> when their retention ends; jobs answering 404 -> when
         # the current run of 404 answers began (both monotonic).
         self._keep_until: dict[str, float] = {}
         self._gone_since: dict[str, float] = {}
+        # Jobs -> the earliest their next request may go (monotonic): an
+        # interval after their last one, so no job is asked twice within one.
+        self._not_before: dict[str, float] = {}
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -151,6 +156,7 @@ class Scheduler:
         self._due.pop(job_id, None)
         self._keep_until.pop(job_id, None)
         self._gone_since.pop(job_id, None)
+        self._not_before.pop(job_id, None)
         self._tally(state, None)
         return state is not None
 
@@ -268,8 +274,14 @@ class Scheduler:
 
     async def _poll(self, job_id: str, *, jitter: bool) -> None:
         scheduled = self._due.get(job_id, self._monotonic())
-        if jitter and self._settings.jitter > 0:
-            await asyncio.sleep(self._rng.uniform(0, self._settings.jitter))
+        if jitter:
+            # Spread the pass's requests, and never ask for a job within an
+            # interval of its last request (whose jitter or queue may have
+            # made it late): a pass starts on time, a request never early.
+            spread = self._rng.uniform(0, self._settings.jitter) if self._settings.jitter else 0
+            early = self._not_before.get(job_id, -math.inf) - self._monotonic()
+            if max(spread, early) > 0:
+                await self._sleep(max(spread, early))
         async with self._semaphore:
             if job_id not in self._store:  # unwatched while it waited
                 return
@@ -292,7 +304,8 @@ class Scheduler:
         keeps the cadence exact whatever the jitter and the queue, and keeps
         the jobs of one pass together in the next one. A job that waited
         longer than its interval counts from its request instead: missed
-        rounds are skipped, not made up in a burst.
+        rounds are skipped, not made up in a burst. Its next request waits,
+        if need be, until an interval after this one went out.
         """
         if job_id in self._due and job_id in self._store:
             since = self._gone_since.get(job_id)
@@ -300,6 +313,7 @@ class Scheduler:
             delay = next_delay(gone_for, self._settings.poll_interval)
             due = scheduled + delay
             self._due[job_id] = due if due > started else started + delay
+            self._not_before[job_id] = started + delay
 
     def _record_success(self, job_id: str, tree: JobTree) -> None:
         before = self._store.get(job_id)

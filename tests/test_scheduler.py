@@ -491,9 +491,11 @@ class _Slow:
     def __init__(self, clock: Clock, seconds: float) -> None:
         self.clock = clock
         self.seconds = seconds
+        self.sent: list[tuple[str, float]] = []  # (job ID, when its request went out)
 
     async def show_job(self, project_id: str, job_id: str) -> JobTree:
         """Let the time of one read pass, and answer a server error."""
+        self.sent.append((job_id, self.clock.now))
         self.clock.now += self.seconds
         raise ApiError(ErrorKind.SERVER_ERROR, "down")
 
@@ -533,3 +535,33 @@ async def test_a_job_that_queued_past_its_interval_skips_the_round(
     assert scheduler.due_jobs() == ["a", "b"]
     clock.now = start + 70
     assert scheduler.due_jobs() == ["a", "b", "c"]
+
+
+async def test_no_request_goes_within_an_interval_of_the_last(instruments: Instruments) -> None:
+    """A job whose last request queued goes, in its next pass, no sooner than an interval after."""
+    clock = Clock()
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.now += seconds
+
+    reader = _Slow(clock, 0.4)
+    settings = PollSettings(
+        project_id=PROJECT, poll_interval=30, poll_concurrency=1, finished_retention=600, jitter=0
+    )
+    scheduler = Scheduler(
+        reader, JobStore(), instruments, settings, clock=clock, monotonic=clock, sleep=sleep
+    )
+    scheduler.watch(["a", "b"])
+    start = clock.now
+    await scheduler.poll_due(jitter=True)  # a goes at 0; b queues behind it and goes at 0.4
+    assert sleeps == []
+    scheduler.unwatch("a")  # nothing queues b this time
+    clock.now = start + 30
+    assert await scheduler.poll_due(jitter=True) == ["b"]  # due with a's round, at 30
+    assert sleeps == [pytest.approx(0.4)]
+    assert [when - start for job_id, when in reader.sent if job_id == "b"] == [
+        pytest.approx(0.4),
+        pytest.approx(30.4),
+    ]
