@@ -33,7 +33,11 @@ def iso_time(seconds: float | None) -> str | None:
     """Format Unix seconds as RFC 3339 UTC, or None."""
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _seconds(nanos: int | None) -> float | None:

@@ -62,6 +62,10 @@ def parse_timestamp(text: str) -> int | None:
         )
     except ValueError:  # month 13, February 30th, second 60 and the like
         return None
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 that its offset takes out of range
+        return None
     seconds = (moment - _EPOCH) // timedelta(seconds=1)
     nanos = int((fraction or "").ljust(9, "0")[:9])
     return seconds * _NS_PER_S + nanos

@@ -11,7 +11,7 @@ from exporter.exposition import Renderer
 from exporter.instruments import Instruments
 from exporter.model import flatten
 from exporter.state import JobState, JobStore
-from exporter.statuspage import human_duration, jobs_json, render_html
+from exporter.statuspage import human_duration, iso_time, jobs_json, render_html
 from exporter.web import WebContext, create_app
 from tests.conftest import EXAMPLE_JOB_ID
 
@@ -215,3 +215,10 @@ async def test_landing_page_links_the_status_views(client: TestClient[Any, Any])
     page = await (await client.get("/")).text()
     assert 'href="jobs"' in page
     assert 'href="api/v1/jobs"' in page
+
+
+def test_times_beyond_a_datetime_are_shown_as_absent() -> None:
+    """A time no datetime can hold is shown as absent, not a failed page."""
+    assert iso_time(-62135596800) == "0001-01-01T00:00:00Z"
+    assert iso_time(1e20) is None
+    assert iso_time(-1e20) is None

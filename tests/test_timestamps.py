@@ -48,6 +48,9 @@ def test_parses_go_and_rfc3339_forms(text: str, expected: int) -> None:
         "2018-08-02T08:12:40",
         "2018-08-02T08:12:40+0200",
         "1533197560",
+        "0001-01-01 00:00:00 +0100 X",
+        "9999-12-31 23:59:59 -0100 X",
+        "0001-01-01T00:30:00+01:00",
     ],
 )
 def test_rejects_what_is_not_a_timestamp(text: str) -> None:
