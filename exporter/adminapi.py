@@ -67,8 +67,9 @@ async def add_jobs(request: web.Request) -> web.Response:
     if refusal is not None:
         return refusal
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        # JSON is UTF-8 (RFC 8259) whatever charset the Content-Type claims.
+        body = json.loads((await request.read()).decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or absurdly nested
         return _problem(400, 'the body must be JSON: {"job_ids": ["..."]}')
     job_ids = body.get("job_ids") if isinstance(body, dict) else None
     if not isinstance(job_ids, list) or not all(isinstance(i, str) for i in job_ids):

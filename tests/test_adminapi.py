@@ -136,6 +136,30 @@ async def test_malformed_bodies_are_400(
     assert len(store) == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"job_ids": ["job-a"]}', "application/json; charset=rot13"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+        (b'{"job_ids": ["\xff"]}', "application/json"),
+    ],
+    ids=["unknown charset", "nested 100,000 deep", "not UTF-8"],
+)
+async def test_odd_bodies_are_400_not_500(
+    aiohttp_client: Any, instruments: Instruments, body: bytes, content_type: str
+) -> None:
+    """A bogus charset, deep nesting or non-UTF-8 bytes are read or refused, never a 500."""
+    client, _, store = await _client(aiohttp_client, instruments)
+    headers = {**AUTH, "Content-Type": content_type}
+    response = await client.post("/api/v1/jobs", data=body, headers=headers)
+    if content_type.endswith("rot13"):  # JSON is UTF-8 whatever the charset says
+        assert response.status == 200
+        assert "job-a" in store
+    else:
+        assert response.status == 400
+        assert len(store) == 0
+
+
 async def test_invalid_ids_are_400_and_counted(
     aiohttp_client: Any, instruments: Instruments
 ) -> None:
