@@ -43,20 +43,41 @@ _LANDING = """<!doctype html>
 """
 
 
+def _weights(header: str) -> list[tuple[str, float]]:
+    """Read an Accept or Accept-Encoding header: each element in lower case, with its q."""
+    weights = []
+    for element in header.split(","):
+        name, *params = (piece.strip() for piece in element.split(";"))
+        if not name:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0  # a weight that does not parse accepts nothing
+                if not 0 <= q <= 1:  # nan and out of range too
+                    q = 0.0
+        weights.append((name.lower(), q))
+    return weights
+
+
 def wants_openmetrics(accept: str) -> bool:
-    """Tell whether the scraper asks for OpenMetrics."""
-    return any(
-        part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(",")
+    """Tell whether the scraper asks for OpenMetrics, and likes it at least as well as text."""
+    weights = _weights(accept)
+    openmetrics = max(
+        (q for name, q in weights if name == "application/openmetrics-text"), default=0
     )
+    text = max((q for name, q in weights if name == "text/plain"), default=0)
+    return openmetrics > 0 and openmetrics >= text
 
 
 def wants_gzip(accept_encoding: str) -> bool:
-    """Tell whether the scraper accepts a gzip body."""
-    for part in accept_encoding.split(","):
-        coding, _, params = part.partition(";")
-        if coding.strip().lower() == "gzip":
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+    """Tell whether the scraper accepts a gzip body (by name, or by `*`)."""
+    weights = dict(_weights(accept_encoding))
+    return weights.get("gzip", weights.get("*", 0)) > 0
 
 
 # Plain-text scrapes are sent in writes of about this size, so that a large

@@ -98,6 +98,12 @@ async def test_health_readiness_and_landing(web: tuple[TestClient[Any, Any], Job
         ("gzip, deflate, br", True),
         ("deflate, GZIP;q=0.5", True),
         ("gzip;q=0", False),
+        ("GZIP;Q=0", False),
+        ("gzip;q=0.0000", False),
+        ("gzip;q=nonsense", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),
         ("identity", False),
         ("", False),
     ],
@@ -107,8 +113,24 @@ def test_gzip_negotiation(header: str, expected: bool) -> None:
     assert wants_gzip(header) is expected
 
 
-def test_openmetrics_negotiation() -> None:
-    """OpenMetrics is chosen only when named in Accept."""
-    assert wants_openmetrics("application/openmetrics-text; version=1.0.0")
-    assert not wants_openmetrics("text/plain;version=0.0.4")
-    assert not wants_openmetrics("*/*")
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("application/openmetrics-text; version=1.0.0", True),
+        ("Application/OpenMetrics-Text; version=1.0.0", True),
+        # What Prometheus sends: OpenMetrics first, text as the fallback.
+        (
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+            "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            True,
+        ),
+        ("application/openmetrics-text;q=0, text/plain", False),
+        ("application/openmetrics-text;q=0.3, text/plain;q=0.9", False),
+        ("text/plain;version=0.0.4", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_openmetrics_negotiation(header: str, expected: bool) -> None:
+    """OpenMetrics is chosen when Accept names it with a weight no lower than plain text's."""
+    assert wants_openmetrics(header) is expected
