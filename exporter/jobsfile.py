@@ -70,7 +70,8 @@ class JobsFile:
                 return False
             if signature != previous and not first:
                 return False  # changed since the last check: it may be being written
-            text = self._path.read_text(encoding="utf-8")
+            # utf-8-sig: a byte order mark (Windows editors) is not part of an ID.
+            text = self._path.read_text(encoding="utf-8-sig")
             if _signature(self._path) != signature:
                 return False  # written while it was read: wait until it settles
         except (OSError, UnicodeDecodeError) as exc:

@@ -220,3 +220,14 @@ def test_run_loop_picks_up_an_edit(tmp_path: Path, instruments: Instruments, lin
 
     asyncio.run(scenario())
     assert _ids(store) == {"job-a", "job-b"}
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_id(
+    tmp_path: Path, instruments: Instruments
+) -> None:
+    """A file saved with a UTF-8 byte order mark (Windows editors) names its first job as is."""
+    path = tmp_path / "jobs.txt"
+    path.write_bytes(b"\xef\xbb\xbfjob-a\njob-b\n")
+    watchlist, store = _setup(instruments)
+    assert JobsFile(path, watchlist).check()
+    assert _ids(store) == {"job-a", "job-b"}
