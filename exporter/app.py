@@ -8,7 +8,7 @@ import signal
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -46,6 +46,13 @@ _DEMO_ARRIVAL_CHECK = 2.0
 _DEMO_POLL_INTERVAL = 5.0
 
 
+@dataclass(slots=True)
+class _Latch:
+    """A flag that, once up, stays up."""
+
+    up: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Exporter:
     """The parts of a running exporter."""
@@ -58,11 +65,19 @@ class Exporter:
     watchlist: WatchList
     jobs_file: JobsFile | None = None
     discovery: Discovery | None = None
+    started: _Latch = field(default_factory=_Latch, repr=False)
 
     def ready(self) -> bool:
-        """Tell whether every watched job was polled once (and the job list read once)."""
-        listed = self.discovery is None or self.discovery.tried
-        return listed and self.scheduler.ready
+        """Tell whether start-up is done: every watched job polled once, the job list read once.
+
+        Once ready, always ready: jobs added later (discovery, the jobs file,
+        the job API) are polled as they come, and a thousand of them at once
+        must not take the exporter out of its Service for minutes.
+        """
+        if not self.started.up:
+            listed = self.discovery is None or self.discovery.tried
+            self.started.up = listed and self.scheduler.ready
+        return self.started.up
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
         """Return the loops that feed the watch list beside the poll loop."""

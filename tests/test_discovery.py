@@ -239,7 +239,7 @@ async def test_three_replicas_split_sixty_jobs(cce: FakeCCE, server: TestServer)
 async def test_not_ready_before_the_first_read_of_the_list(
     cce: FakeCCE, server: TestServer
 ) -> None:
-    """A discovering exporter is ready only once it has read the job list and polled its jobs."""
+    """A discovering exporter is ready once the list was read and its jobs polled, then stays so."""
     cce.add("running", created=time.time() - 60)
     async with exporter(_settings(server)) as ex:
         assert ex.discovery is not None
@@ -247,6 +247,12 @@ async def test_not_ready_before_the_first_read_of_the_list(
         await ex.discovery.refresh()
         assert not ex.ready()  # the jobs it found are not polled yet
         await ex.scheduler.poll_due(jitter=False)
+        assert ex.ready()
+        # Once ready, always: a job found later is polled as it comes.
+        cce.add("later", created=time.time() - 30)
+        await ex.discovery.refresh()
+        assert "later" in ex.store
+        assert not ex.scheduler.ready
         assert ex.ready()
 
 
