@@ -5,7 +5,8 @@ it becomes None and its field is reported as a parse error. A string that is
 not Unicode text keeps what it can: its lone surrogates become U+FFFD (see
 exporter.text). pydantic validates one node at a time; the walk over `subJobs`
 is an explicit loop, since pydantic's own recursion stops at a few hundred
-levels and a job tree must not be able to exhaust the stack.
+levels and a job tree must not be able to exhaust the stack. The walk also
+counts the nodes and gives up on a tree of more than MAX_NODES.
 """
 
 from abc import abstractmethod
@@ -27,6 +28,16 @@ from exporter.timestamps import GO_ZERO_TIME_NS, parse_timestamp
 
 PHASES = ("Initializing", "Running", "Success", "Failed")
 TERMINAL_PHASES = frozenset({"Success", "Failed"})
+
+# The most nodes one job tree may have: the job and every entry of its sub-job
+# lists, at any depth. Real CCE jobs have a few thousand sub-jobs at most
+# (inferred: about one per node or step, and a cluster's nodes number in the
+# low thousands); the tests export a tree of 5,000 in full, and this leaves
+# four times that. At the cap one tree costs under half a second to flatten,
+# 0.15 s to render and 20 MB of /metrics; without it, a 16 MiB answer holds
+# millions of nodes, and 2 MB of `subJobs: [{}, ...]` alone made /metrics
+# 300 MB and blocked the event loop for seconds at every render.
+MAX_NODES = 20_000
 
 
 class InvalidJobError(ValueError):
@@ -233,7 +244,9 @@ def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
     """Turn the decoded JSON of a job into a `JobTree`; the root is named `job_id`.
 
     `model` says which API version spelled the job (v3 by default). Raises
-    InvalidJobError when `data` is not a job object at all.
+    InvalidJobError when `data` is not a job object at all, or when the tree
+    has more than MAX_NODES nodes: found as soon as a sub-job list takes the
+    count past the cap, before its entries are validated.
     """
     if not isinstance(data, dict):
         msg = f"expected a job object, got {type(data).__name__}"
@@ -247,8 +260,13 @@ def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
     # Depth-first with an explicit stack: (facts, the node's ID, parent's ID, depth).
     root = model.model_validate(data, context=errors).facts()
     stack: list[tuple[NodeFacts, str, str, int]] = [(root, job_id, "", 0)]
+    count = 1  # the nodes met so far: the root and every sub-job entry listed
     while stack:
         facts, node_id, parent_id, depth = stack.pop()
+        count += len(facts.subjobs)
+        if count > MAX_NODES:
+            msg = f"job tree has more than {MAX_NODES} nodes"
+            raise InvalidJobError(msg)
         children: list[NodeFacts] = []
         for raw in facts.subjobs:
             if isinstance(raw, dict):
@@ -286,6 +304,7 @@ def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
 
 
 __all__ = [
+    "MAX_NODES",
     "PHASES",
     "TERMINAL_PHASES",
     "ApiStr",

@@ -89,7 +89,8 @@ class WatchList:
         self._shard = shard or Shard()
         self._max_jobs = max_jobs
         # Routes that name each watched job; entries of jobs that left the
-        # store (expired after retention) are pruned now and then.
+        # store (expired after retention) are pruned now and then, always
+        # before a batch is admitted, never during one (see `_prune`).
         self._named: dict[str, set[Route]] = {}
 
     @property
@@ -109,6 +110,7 @@ class WatchList:
 
     def add(self, route: Route, job_ids: Iterable[str]) -> Outcome:
         """Watch the IDs a route names that pass the gate; say what became of each."""
+        self._prune()
         sorted_ids: dict[Verdict, list[str]] = {verdict: [] for verdict in Verdict}
         added = sorted_ids[Verdict.ADDED]
         for job_id in dict.fromkeys(job_ids):
@@ -121,6 +123,7 @@ class WatchList:
 
     def adopt(self, route: Route, state: JobState) -> Outcome:
         """Watch a job whose state a route already knows, unless it is watched already."""
+        self._prune()
         verdict = self._admit(route, state.job_id, pending=0)
         if verdict is Verdict.ADDED:
             self._watcher.adopt(state)
@@ -162,12 +165,21 @@ class WatchList:
         if len(self._store) + pending >= self._max_jobs:
             self._instruments.rejected_jobs.labels("max_jobs").inc()
             return Verdict.REFUSED
-        self._prune()
         self._named[job_id] = {route}
         return Verdict.ADDED
 
     def _prune(self) -> None:
-        """Forget the routes of jobs that left the store, once they outnumber the rest."""
+        """Forget the routes of jobs that left the store, once they outnumber the rest.
+
+        Called before a batch is admitted and never inside one: the IDs a batch
+        admits reach the store only when the watcher's `watch()` runs at its
+        end, so pruning mid-batch would forget who named them, and releasing
+        them later would not stop them. The watcher stores every job it
+        starts before returning, so no admitted ID is pending at this point.
+        A prune runs only when fewer than half the entries are of stored jobs,
+        so it drops more entries than it keeps: its cost is under twice the
+        entries it drops, each added once, and adding stays linear overall.
+        """
         if len(self._named) > 2 * len(self._store) + 1024:
             self._named = {
                 job_id: routes for job_id, routes in self._named.items() if job_id in self._store

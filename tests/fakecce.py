@@ -208,6 +208,13 @@ def wide_job(job_id: str, count: int) -> dict[str, Any]:
     return result
 
 
+def empty_subjobs_body(job_id: str, count: int) -> str:
+    """The JSON text of a job with `count` sub-jobs that are empty objects: 4 bytes each."""
+    return json.dumps(
+        {"kind": "Job", "metadata": {"uid": job_id}, "spec": {"subJobs": [{}] * count}}
+    )
+
+
 def deep_job_body(job_id: str, levels: int) -> str:
     """The JSON text of a job whose sub-jobs nest `levels` deep (one sub-job each).
 

@@ -84,6 +84,24 @@ async def test_delete_stops_a_job(aiohttp_client: Any, instruments: Instruments)
     assert (await client.delete("/api/v1/jobs/job-a", headers=AUTH)).status == 404
 
 
+async def test_a_large_post_keeps_the_api_named_on_every_job(
+    aiohttp_client: Any, instruments: Instruments
+) -> None:
+    """After a POST of thousands, the file dropping one keeps it; DELETE then stops it."""
+    client, watchlist, store = await _client(aiohttp_client, instruments, max_jobs=10000)
+    job_ids = [f"job-{n}" for n in range(3000)]
+    response = await client.post("/api/v1/jobs", json={"job_ids": job_ids}, headers=AUTH)
+    assert response.status == 200
+    assert len((await response.json())["added"]) == 3000
+    assert watchlist.routes("job-0") == {Route.API}
+    watchlist.add(Route.FILE, ["job-0"])
+    assert watchlist.release(Route.FILE, ["job-0"]) == []  # the API still names it
+    assert watchlist.routes("job-0") == {Route.API}
+    assert (await client.delete("/api/v1/jobs/job-0", headers=AUTH)).status == 200
+    assert "job-0" not in store
+    assert len(store) == 2999
+
+
 @pytest.mark.parametrize(
     "headers",
     [

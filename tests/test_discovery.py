@@ -8,6 +8,8 @@ from pydantic import SecretStr
 
 from exporter.app import Exporter, exporter
 from exporter.config import Settings
+from exporter.errors import ErrorKind
+from exporter.model import MAX_NODES
 from tests.fakelist import PROJECT, TOKEN, FakeCCE, v2_job
 
 HOUR = 3600.0
@@ -298,3 +300,30 @@ async def test_a_listed_end_time_in_the_future_counts_as_now(
     assert state is not None
     assert state.finished_at is not None
     assert now <= state.finished_at <= time.time()
+
+
+async def test_a_listed_job_over_the_node_cap_costs_only_itself(
+    cce: FakeCCE, server: TestServer
+) -> None:
+    """A finished job whose listed tree passes MAX_NODES is polled instead, and only it fails."""
+    now = time.time()
+    for job_id, subjobs in (("at-cap", MAX_NODES - 1), ("over-cap", MAX_NODES), ("small", 3)):
+        cce.add(job_id, created=now - 600, updated=now - 60, phase="Success", subjobs=subjobs)
+    async with exporter(_settings(server, finished_retention=HOUR)) as ex:
+        assert ex.discovery is not None
+        result = await ex.discovery.refresh()
+        assert (result.stored_finished, result.watched) == (2, 1)
+        await ex.scheduler.poll_due(jitter=False)
+        at_cap, over, small = (ex.store.get(j) for j in ("at-cap", "over-cap", "small"))
+    assert cce.hits["show"] == cce.hits["show:over-cap"] == 1
+    assert over is not None
+    assert over.tree is None
+    assert over.last_error_kind is ErrorKind.INVALID_RESPONSE
+    assert over.last_error is not None
+    assert f"job tree has more than {MAX_NODES} nodes" in over.last_error
+    assert at_cap is not None
+    assert at_cap.tree is not None
+    assert len(at_cap.tree.nodes) == MAX_NODES
+    assert small is not None
+    assert small.tree is not None
+    assert len(small.tree.nodes) == 4

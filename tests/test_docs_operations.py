@@ -3,6 +3,7 @@ from pathlib import Path
 
 from exporter.client import MAX_BODY_BYTES, RetryPolicy
 from exporter.errors import TRANSIENT, ErrorKind
+from exporter.model import MAX_NODES
 from exporter.ratelimit import THROTTLE_PAUSE, THROTTLE_PAUSE_CAP
 
 ROOT = Path(__file__).parent.parent
@@ -25,7 +26,7 @@ def test_operations_explains_every_error_kind() -> None:
 
 
 def test_operations_states_the_code_s_numbers() -> None:
-    """Attempts, waits, the body cap and the transient kinds are stated as the code has them."""
+    """Attempts, waits, the body and node caps, the transient kinds: stated as the code has them."""
     text = " ".join(_operations().split())
     policy = RetryPolicy()
     assert f"up to {policy.attempts} attempts" in text
@@ -33,6 +34,8 @@ def test_operations_states_the_code_s_numbers() -> None:
     assert f"between 0 and {policy.initial:g} s" in text
     assert f"longer than {policy.max_retry_after:g} s" in text
     assert f"{MAX_BODY_BYTES // 2**20} MiB" in text
+    assert f"more than {MAX_NODES:,} nodes" in text
+    assert f"job tree has more than {MAX_NODES} nodes" in text
     assert f"for {THROTTLE_PAUSE:g} s" in text
     assert f"up to {THROTTLE_PAUSE_CAP:g} s" in text
     transient = re.search(r"transient kind \(([^)]*)\)", text)

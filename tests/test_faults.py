@@ -21,6 +21,7 @@ from exporter.client import MAX_BODY_BYTES, CCEClient, RetryPolicy
 from exporter.errors import ErrorKind
 from exporter.exposition import Renderer
 from exporter.instruments import Instruments
+from exporter.model import MAX_NODES
 from exporter.ratelimit import RateLimiter
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.state import JobStore
@@ -32,6 +33,7 @@ from tests.fakecce import (
     FakeCCE,
     Fault,
     deep_job_body,
+    empty_subjobs_body,
     html_page,
     job_object,
     wide_job,
@@ -178,6 +180,10 @@ FAULTS: dict[str, tuple[Callable[[], Fault], ErrorKind, int | range]] = {
     "404-cce-body": (lambda: Fault(404, json.dumps(CCE_NOT_FOUND)), ErrorKind.NOT_FOUND, 1),
     # Nested about 3,000 JSON levels deep: past the decoder's recursion limit.
     "tree-1000-deep": (lambda: Fault(200, deep_job_body(BAD, 1000)), ErrorKind.INVALID_RESPONSE, 1),
+    # 2 MB of `subJobs: [{}, ...]`: half a million nodes, far past MAX_NODES.
+    "tree-500000-wide": (
+        lambda: Fault(200, empty_subjobs_body(BAD, 500_000)), ErrorKind.INVALID_RESPONSE, 1,
+    ),
 }  # fmt: skip
 
 
@@ -249,6 +255,36 @@ async def test_tree_of_5000_subjobs_is_exported_in_full(rig: Rig) -> None:
     )
     assert series[ratio] == 0.8
     assert all(_success(series, job_id) == 1.0 for job_id in (*HEALTHY, BAD))
+
+
+async def test_a_tree_at_the_node_cap_is_exported_and_one_past_it_is_refused(rig: Rig) -> None:
+    """MAX_NODES nodes are exported in full; one more is invalid_response, the last tree kept."""
+    for job_id in HEALTHY:
+        rig.api.add_job(job_id)
+    rig.api.jobs[BAD] = wide_job(BAD, MAX_NODES - 1)
+    rig.scheduler.watch([*HEALTHY, BAD])
+    await rig.poll()
+    async with rig.http.get(f"{rig.base}/metrics") as response:
+        text = await response.text()
+    # Counted in the text: parsing twenty thousand nodes' series would take long.
+    info = [line for line in text.splitlines() if line.startswith("cce_job_info{")]
+    assert sum(f'root_job_id="{BAD}"' in line for line in info) == MAX_NODES
+
+    rig.api.jobs[BAD] = wide_job(BAD, MAX_NODES)
+    rig.clock.now += INTERVAL
+    await rig.poll()
+    state = rig.store.get(BAD)
+    assert state is not None
+    assert state.last_error_kind is ErrorKind.INVALID_RESPONSE
+    assert state.last_error is not None
+    assert f"job tree has more than {MAX_NODES} nodes" in state.last_error
+    assert state.tree is not None
+    assert len(state.tree.nodes) == MAX_NODES  # the last good tree, still exported
+    for job_id in HEALTHY:
+        healthy = rig.store.get(job_id)
+        assert healthy is not None
+        assert healthy.last_ok
+        assert healthy.polls == 2
 
 
 async def _throttled_alone(rig: Rig, fault: Fault) -> Series:

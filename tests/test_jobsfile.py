@@ -231,3 +231,21 @@ def test_a_byte_order_mark_is_not_part_of_the_first_id(
     watchlist, store = _setup(instruments)
     assert JobsFile(path, watchlist).check()
     assert _ids(store) == {"job-a", "job-b"}
+
+
+def test_a_line_removed_from_a_large_file_stops_its_job(
+    tmp_path: Path, instruments: Instruments
+) -> None:
+    """With thousands of IDs read at once, deleting one line stops watching that job."""
+    path = tmp_path / "jobs.txt"
+    job_ids = [f"job-{n}" for n in range(3000)]
+    _write(path, "".join(f"{job_id}\n" for job_id in job_ids))
+    watchlist, store = _setup(instruments, max_jobs=10000)
+    jobs_file = JobsFile(path, watchlist)
+    assert jobs_file.check()
+    assert len(store) == 3000
+    _write(path, "".join(f"{job_id}\n" for job_id in job_ids[1:]))
+    assert _settle(jobs_file)
+    assert "job-0" not in store
+    assert watchlist.routes("job-0") == frozenset()
+    assert _ids(store) == set(job_ids[1:])

@@ -2,13 +2,13 @@ import copy
 import json
 import re
 from dataclasses import astuple
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.model import InvalidJobError, Job, JobNode, flatten
+from exporter.model import MAX_NODES, InvalidJobError, Job, JobNode, NodeFacts, flatten
 from tests.conftest import EXAMPLE_JOB_ID
 
 
@@ -220,6 +220,65 @@ def test_wide_tree_counts_every_sub_job() -> None:
     assert len(tree.nodes) == 5001
     assert dict(tree.root.subjob_phases or ())["Success"] == 2500
     assert [node.job_id for node in tree.nodes[1:4]] == ["s0", "s1", "s2"]
+
+
+def _wide(count: int) -> dict[str, Any]:
+    """A job with `count` empty sub-jobs: `count + 1` nodes."""
+    return {"metadata": {"uid": "root"}, "spec": {"subJobs": [{} for _ in range(count)]}}
+
+
+def test_a_tree_at_the_node_cap_is_flattened_in_full() -> None:
+    """A tree of exactly MAX_NODES nodes, spread over two levels, is a good tree."""
+    half = MAX_NODES // 2 - 1
+    job = {"spec": {"subJobs": [_wide(half), _wide(MAX_NODES - 3 - half)]}}
+    tree = flatten(job, "root")
+    assert len(tree.nodes) == MAX_NODES
+    assert max(node.depth for node in tree.nodes) == 2
+
+
+@pytest.mark.parametrize("where", ["wide", "deeper", "not objects"])
+def test_a_tree_over_the_node_cap_is_not_a_job(where: str) -> None:
+    """One node past MAX_NODES, at any depth, even in entries that are not objects, is refused."""
+    if where == "wide":
+        job = _wide(MAX_NODES)
+    elif where == "deeper":
+        job = {"spec": {"subJobs": [_wide(10), _wide(MAX_NODES - 13), {}]}}
+    else:
+        job = {"spec": {"subJobs": [1] * MAX_NODES}}
+    with pytest.raises(InvalidJobError, match=f"^job tree has more than {MAX_NODES} nodes$"):
+        flatten(job, "root")
+
+
+class _CountingJob(Job):
+    """A v3 job node that counts the nodes validated, to see where the walk stops."""
+
+    validated: ClassVar[list[str | None]] = []
+
+    def facts(self) -> NodeFacts:
+        """Count this node, then return its facts."""
+        facts = super().facts()
+        _CountingJob.validated.append(facts.uid)
+        return facts
+
+
+def test_the_walk_stops_as_soon_as_the_cap_is_passed() -> None:
+    """The sub-job list that passes the cap is refused before any of its entries is validated."""
+    first, second = _wide(MAX_NODES // 2), _wide(MAX_NODES // 2)
+    first["metadata"]["uid"], second["metadata"]["uid"] = "first", "second"
+    _CountingJob.validated.clear()
+    with pytest.raises(InvalidJobError):
+        flatten({"spec": {"subJobs": [first, second]}}, "root", _CountingJob)
+    # The root, its two sub-jobs, the first one's entries: not the second one's.
+    assert len(_CountingJob.validated) == 3 + MAX_NODES // 2
+    assert _CountingJob.validated[:3] == [None, "first", "second"]
+
+
+def test_half_a_million_empty_sub_jobs_are_refused_at_once() -> None:
+    """The 2 MB answer of `subJobs: [{}, ...]` that once made /metrics 300 MB costs one node."""
+    _CountingJob.validated.clear()
+    with pytest.raises(InvalidJobError, match="more than"):
+        flatten(json.loads(json.dumps(_wide(500_000))), "root", _CountingJob)
+    assert _CountingJob.validated == ["root"]
 
 
 def _trees(max_leaves: int = 40) -> st.SearchStrategy[dict[str, Any]]:

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from exporter.model import InvalidJobError, flatten
+from exporter.model import MAX_NODES, InvalidJobError, flatten
 from exporter.model_v2 import flatten_v2, read_listing
 from tests.fakelist import v2_job, v3_job
 
@@ -77,6 +77,15 @@ def test_flatten_v2_costs_only_the_bad_value() -> None:
     assert "spec.clusteruid" in tree.parse_errors
     assert "spec.subjobs" in tree.parse_errors
     assert len(tree.nodes) == 3
+
+
+def test_a_listed_tree_over_the_node_cap_is_not_a_job() -> None:
+    """The v2 spelling has the same cap: MAX_NODES nodes are a tree, one more is refused."""
+    at_cap = read_listing([v2_job("job-a", created=1_750_000_000, subjobs=MAX_NODES - 1)])
+    assert len(at_cap[0].tree().nodes) == MAX_NODES
+    over = read_listing([v2_job("job-b", created=1_750_000_000, subjobs=MAX_NODES)])
+    with pytest.raises(InvalidJobError, match=f"job tree has more than {MAX_NODES} nodes"):
+        over[0].tree()
 
 
 def test_read_listing_reads_summaries_and_skips_non_objects() -> None:

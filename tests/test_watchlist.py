@@ -1,6 +1,8 @@
 import logging
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exporter.instruments import Instruments
 from exporter.sharding import Shard
@@ -122,3 +124,86 @@ def test_adopt_drops_a_finished_state_whose_retention_is_over(
         "cce_exporter_watched_jobs", {"state": "finished"}
     )
     assert watched == 0
+
+
+def test_a_batch_over_the_prune_threshold_remembers_every_route(
+    instruments: Instruments,
+) -> None:
+    """Every ID of a batch of thousands keeps its route, so releasing one stops it."""
+    watchlist, store, _ = idle_watchlist(instruments, max_jobs=10000)
+    job_ids = [f"job-{n}" for n in range(3000)]
+    assert len(watchlist.add(Route.FILE, job_ids).added) == 3000
+    assert all(watchlist.routes(job_id) == {Route.FILE} for job_id in job_ids)
+    assert watchlist.release(Route.FILE, ["job-0"]) == ["job-0"]
+    assert "job-0" not in store
+    assert len(store) == 2999
+
+
+def test_routes_of_expired_jobs_are_forgotten_not_those_of_watched_ones(
+    instruments: Instruments,
+) -> None:
+    """Pruning drops the routes of jobs that left the store, and only theirs."""
+    watchlist, store, scheduler = idle_watchlist(instruments, max_jobs=10000)
+    watchlist.add(Route.FILE, [f"old-{n}" for n in range(2000)])
+    for n in range(2000):
+        scheduler.unwatch(f"old-{n}")  # as retention does: the routes still name them
+    watchlist.add(Route.API, ["new-0"])  # the batch that prunes
+    # Their records are gone, so the bookkeeping does not grow with every job ever seen.
+    assert watchlist._named.keys() == {"new-0"}
+    assert watchlist.routes("new-0") == {Route.API}
+    assert watchlist.release(Route.FILE, ["old-0"]) == []
+    assert [state.job_id for state in store] == ["new-0"]
+
+
+# Operations on a pool of IDs, in ranges, so that one can be a batch of thousands.
+POOL = 3000
+RANGES = st.tuples(st.integers(0, POOL - 1), st.integers(1, 2500))
+OPERATIONS = st.lists(
+    st.tuples(st.just("add"), st.sampled_from(list(Route)), RANGES)
+    | st.tuples(st.just("release"), st.sampled_from(list(Route)), RANGES)
+    | st.tuples(st.just("remove"), st.just(Route.API), RANGES)
+    | st.tuples(st.just("expire"), st.just(Route.API), RANGES),
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations=OPERATIONS, max_jobs=st.sampled_from([700, 10000]))
+def test_a_job_is_watched_while_some_route_names_it(
+    operations: list[tuple[str, Route, tuple[int, int]]], max_jobs: int
+) -> None:
+    """After any adds and releases across routes, the watched set is what the routes name.
+
+    Beside adding and releasing, a job may be removed (the job API's DELETE) or
+    expire (its retention over): either forgets every route's claim on it. A
+    route's ID refused for want of room under max_jobs does not count as named.
+    """
+    watchlist, store, scheduler = idle_watchlist(Instruments(), max_jobs=max_jobs)
+    named: dict[Route, set[str]] = {route: set() for route in Route}
+    for action, route, (start, count) in operations:
+        job_ids = [f"job-{n % POOL}" for n in range(start, start + count)]
+        if action == "add":
+            watched = set().union(*named.values())
+            refused = []
+            for job_id in dict.fromkeys(job_ids):
+                if job_id in watched or len(watched) < max_jobs:
+                    watched.add(job_id)
+                    named[route].add(job_id)
+                else:
+                    refused.append(job_id)
+            assert list(watchlist.add(route, job_ids).refused) == refused
+        elif action == "release":
+            watchlist.release(route, job_ids)
+            named[route].difference_update(job_ids)
+        else:
+            for job_id in job_ids:
+                if action == "remove":
+                    watchlist.remove(job_id)
+                else:
+                    scheduler.unwatch(job_id)
+                for ids in named.values():
+                    ids.discard(job_id)
+        assert {state.job_id for state in store} == set().union(*named.values())
+        for n in range(POOL):
+            job_id = f"job-{n}"
+            assert watchlist.routes(job_id) == {r for r, ids in named.items() if job_id in ids}
