@@ -75,22 +75,55 @@ class WebConfig:
         )
 
 
+def _kind(value: object) -> str:
+    """Name the YAML type of a value, for messages that must not quote it."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
 def _mapping(value: object, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        msg = f"{where} must be a mapping"
+        msg = f"{where} must be a mapping, not {_kind(value)}"
+        raise WebConfigError(msg)
+    for key in value:
+        if not isinstance(key, str):
+            msg = f"{where}: the key {key!r} is not a string"
+            raise WebConfigError(msg)
+    return value
+
+
+def _text(section: Mapping[str, Any], key: str, where: str) -> str | None:
+    """Return a string option, None when absent or empty."""
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        msg = f"{where}.{key} must be a string, not {_kind(value)}"
         raise WebConfigError(msg)
     return value
 
 
-def _file(base: Path, tls: Mapping[str, Any], key: str) -> Path | None:
-    value = tls.get(key)
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        msg = f"tls_server_config.{key} must be a file path"
+def _flag(section: Mapping[str, Any], key: str, where: str) -> None:
+    """Check that a true/false option, when given, is one."""
+    value = section.get(key)
+    if value is not None and not isinstance(value, bool):
+        msg = f"{where}.{key} must be true or false, not {_kind(value)}"
         raise WebConfigError(msg)
+
+
+def _file(base: Path, tls: Mapping[str, Any], key: str) -> Path | None:
+    value = _text(tls, key, "tls_server_config")
+    if value is None:
+        return None
     path = base / value
     if not path.is_file():
         msg = f"tls_server_config.{key}: {path} is not a readable file"
@@ -99,8 +132,8 @@ def _file(base: Path, tls: Mapping[str, Any], key: str) -> Path | None:
 
 
 def _version(tls: Mapping[str, Any], key: str) -> ssl.TLSVersion | None:
-    value = tls.get(key)
-    if value in (None, ""):
+    value = _text(tls, key, "tls_server_config")
+    if value is None:
         return None
     if value in _OLD_VERSIONS:
         msg = f"tls_server_config.{key}: {value} is refused; TLS 1.2 is the oldest allowed"
@@ -121,7 +154,8 @@ def _tls_context(base: Path, tls: Mapping[str, Any]) -> tuple[ssl.SSLContext, st
         msg = "tls_server_config needs both cert_file and key_file"
         raise WebConfigError(msg)
     client_ca = _file(base, tls, "client_ca_file")
-    client_auth = tls.get("client_auth_type") or (
+    _flag(tls, "prefer_server_cipher_suites", "tls_server_config")
+    client_auth = _text(tls, "client_auth_type", "tls_server_config") or (
         "RequireAndVerifyClientCert" if client_ca else "NoClientCert"
     )
     if client_auth in _UNVERIFIED_CLIENT_AUTH:
@@ -160,11 +194,14 @@ def _tls_context(base: Path, tls: Mapping[str, Any]) -> tuple[ssl.SSLContext, st
 def _users(value: object) -> dict[str, bytes]:
     users: dict[str, bytes] = {}
     for name, hashed in _mapping(value, "basic_auth_users").items():
-        if not isinstance(name, str) or not name or ":" in name:
+        if not name or ":" in name:
             msg = f"basic_auth_users: {name!r} is not a user name (non-empty, no ':')"
             raise WebConfigError(msg)
         # Never echo the hash: it is a secret too (it can be attacked offline).
-        if not isinstance(hashed, str) or not _is_bcrypt(hashed.encode()):
+        if not isinstance(hashed, str):
+            msg = f"basic_auth_users.{name} must be a string (a bcrypt hash), not {_kind(hashed)}"
+            raise WebConfigError(msg)
+        if not _is_bcrypt(hashed.encode()):
             msg = f"basic_auth_users.{name}: the value is not a bcrypt hash ($2a$, $2b$ or $2y$)"
             raise WebConfigError(msg)
         users[name] = hashed.encode()
@@ -201,10 +238,12 @@ def load_web_config(path: Path) -> WebConfig:
     for key in sorted(top.keys() - _TOP_KEYS):
         msg = f"{key}: unknown option of a web config file"
         raise WebConfigError(msg)
-    for key in sorted(_mapping(top.get("http_server_config"), "http_server_config")):
+    http = _mapping(top.get("http_server_config"), "http_server_config")
+    for key in sorted(http):
         if key != "http2":
             msg = f"http_server_config.{key}: not supported by this exporter; remove it"
             raise WebConfigError(msg)
+    _flag(http, "http2", "http_server_config")
     tls = _mapping(top.get("tls_server_config"), "tls_server_config")
     context, client_auth = _tls_context(path.parent, tls) if tls else (None, "NoClientCert")
     return WebConfig(path, context, _users(top.get("basic_auth_users")), client_auth)

@@ -9,6 +9,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+from exporter.cli import main
 from exporter.exposition import Renderer
 from exporter.instruments import Instruments
 from exporter.state import JobStore
@@ -201,6 +202,64 @@ def test_bad_web_configs_say_what_is_wrong(tls_files: Path, text: str, message: 
         load_web_config(_write(tls_files, text))
     assert message in str(caught.value)
     assert "secret" not in str(caught.value).replace("secret_", "")
+
+
+TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            TLS + "  min_version: [TLS12]\n",
+            "tls_server_config.min_version must be a string, not a list",
+        ),
+        (
+            TLS + "  max_version: 13\n",
+            "tls_server_config.max_version must be a string, not a number",
+        ),
+        (
+            TLS + "  client_auth_type: {a: b}\n",
+            "tls_server_config.client_auth_type must be a string, not a mapping",
+        ),
+        (TLS + "  client_ca_file: [a]\n", "tls_server_config.client_ca_file must be a string"),
+        ("tls_server_config:\n  cert_file: true\n", "cert_file must be a string, not true/false"),
+        (TLS + "  prefer_server_cipher_suites: yes please\n", "must be true or false"),
+        ("tls_server_config: [a]\n", "tls_server_config must be a mapping, not a list"),
+        ("tls_server_config:\n  1: a\n", "tls_server_config: the key 1 is not a string"),
+        ("http_server_config: on\n", "http_server_config must be a mapping, not true/false"),
+        ("http_server_config:\n  http2: [x]\n", "http2 must be true or false, not a list"),
+        ("basic_auth_users: prometheus\n", "basic_auth_users must be a mapping, not a string"),
+        ("basic_auth_users:\n  prometheus: [a]\n", "basic_auth_users.prometheus must be a string"),
+        ("basic_auth_users:\n  prometheus: {a: b}\n", "(a bcrypt hash), not a mapping"),
+        ("basic_auth_users:\n  7: x\n", "basic_auth_users: the key 7 is not a string"),
+        ("- a\n", "web.yml must be a mapping, not a list"),
+        ("null: 1\n", "the key None is not a string"),
+    ],
+)
+def test_values_of_the_wrong_type_say_what_is_wrong(
+    tls_files: Path, text: str, message: str
+) -> None:
+    """Each option of the wrong type is refused with a message naming it, not a TypeError."""
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(_write(tls_files, text))
+    assert message in str(caught.value)
+
+
+def test_check_config_reports_a_wrongly_typed_value_in_one_line(
+    clean_env: pytest.MonkeyPatch, tls_files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--check-config on a list for min_version prints one configuration error and exits 2."""
+    clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", "t")
+    config = _write(tls_files, TLS + "  min_version: [TLS12]\n")
+    flags = ["--project-id", "p", "--endpoint", "http://127.0.0.1:1"]
+    status = main(["--check-config", *flags, "--web-config-file", str(config)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.splitlines() == [
+        "cce-job-exporter: configuration error: web_config_file (flag --web-config-file): "
+        "tls_server_config.min_version must be a string, not a list"
+    ]
 
 
 def test_web_config_accepts_the_toolkit_forms(tls_files: Path) -> None:
