@@ -23,10 +23,10 @@ import hmac
 import logging
 import secrets
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import bcrypt
 import yaml
@@ -249,8 +249,28 @@ def load_web_config(path: Path) -> WebConfig:
     return WebConfig(path, context, _users(top.get("basic_auth_users")), client_auth)
 
 
-# At most this many bcrypt checks run at once.
+# At most this many bcrypt checks run at once,
 _CONCURRENT_CHECKS = 2
+# and at most this many more wait for their turn; beyond that a request is
+# refused at once. A correct password remembered from earlier needs no turn.
+WAITING_CHECKS = 16
+
+# What a check of the credentials found: "busy" is a refusal without a check.
+Verdict = Literal["ok", "refused", "busy"]
+
+
+def _credentials(header: str) -> tuple[str, str] | None:
+    """Return user and password of an `Authorization: Basic` header, None if it holds none."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = (
+            base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        )
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+        return None
+    return (user, password) if sep else None
 
 
 class BasicAuth:
@@ -259,10 +279,15 @@ class BasicAuth:
     bcrypt is slow on purpose, so a scrape every few seconds would cost a core;
     a success is remembered as a keyed hash of the credentials (as the
     exporter-toolkit does). Unknown users cost a bcrypt check too, so timing
-    does not tell which users exist.
+    does not tell which users exist. `checkpw` is bcrypt's, replaceable in tests.
     """
 
-    def __init__(self, users: Mapping[str, bytes]) -> None:
+    def __init__(
+        self,
+        users: Mapping[str, bytes],
+        *,
+        checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw,
+    ) -> None:
         self._users = dict(users)
         self._key = secrets.token_bytes(32)
         self._known: set[bytes] = set()
@@ -270,41 +295,46 @@ class BasicAuth:
         # real one, so that the time taken does not tell whether a user exists.
         rounds = max((int(hashed[4:6]) for hashed in self._users.values()), default=10)
         self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=rounds))
+        self._checkpw = checkpw
         # bcrypt runs in threads; a flood of bad passwords must not take them all
-        # (the same threads resolve the API's host names).
+        # (the same threads resolve the API's host names), nor queue up without end.
         self._checks = asyncio.Semaphore(_CONCURRENT_CHECKS)
+        self._pending = 0  # checks running or waiting for a turn
 
     def __repr__(self) -> str:
         return f"BasicAuth(users={sorted(self._users)})"
 
     async def check(self, header: str) -> bool:
         """Tell whether an `Authorization` header holds a user's right password."""
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, sep, password = (
-                base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-            )
-        except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
-            return False
-        if not sep:
-            return False
+        return await self.verdict(header) == "ok"
+
+    async def verdict(self, header: str) -> Verdict:
+        """Check an `Authorization` header; "busy" when too many checks already wait."""
+        credentials = _credentials(header)
+        if credentials is None:
+            return "refused"
+        user, password = credentials
         digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         if digest in self._known:
-            return True
+            return "ok"
+        if self._pending >= _CONCURRENT_CHECKS + WAITING_CHECKS:
+            return "busy"
         hashed = self._users.get(user)
-        async with self._checks:
-            try:
-                ok = await asyncio.to_thread(
-                    bcrypt.checkpw, password.encode(), hashed or self._dummy
-                )
-            except ValueError:  # bcrypt refuses passwords over 72 bytes
-                ok = False
+        self._pending += 1
+        try:
+            async with self._checks:
+                try:
+                    ok = await asyncio.to_thread(
+                        self._checkpw, password.encode(), hashed or self._dummy
+                    )
+                except ValueError:  # bcrypt refuses passwords over 72 bytes
+                    ok = False
+        finally:
+            self._pending -= 1
         if ok and hashed is not None:
             self._known.add(digest)
-            return True
-        return False
+            return "ok"
+        return "refused"
 
 
 # Handlers that check a bearer token of their own (the job API's admin token).
@@ -327,9 +357,17 @@ def basic_auth_middleware(auth: BasicAuth) -> Middleware:
         header = request.headers.get("Authorization", "")
         if request.match_info.handler in _BEARER_HANDLERS and header[:7].lower() == "bearer ":
             return await handler(request)
-        if await auth.check(header):
+        verdict = await auth.verdict(header)
+        if verdict == "ok":
             return await handler(request)
-        event(log, logging.DEBUG, "basic_auth_refused", path=request.path, remote=request.remote)
+        event(
+            log,
+            logging.DEBUG,
+            "basic_auth_refused",
+            path=request.path,
+            remote=request.remote,
+            reason="busy" if verdict == "busy" else "credentials",
+        )
         return web.Response(
             status=401, text="401 Unauthorized\n", headers={"WWW-Authenticate": _REALM}
         )

@@ -1,7 +1,11 @@
+import asyncio
 import base64
+import logging
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import bcrypt
@@ -14,7 +18,14 @@ from exporter.exposition import Renderer
 from exporter.instruments import Instruments
 from exporter.state import JobStore
 from exporter.web import WebContext, create_app
-from exporter.webconfig import BasicAuth, WebConfigError, load_web_config, secure
+from exporter.webconfig import (
+    WAITING_CHECKS,
+    BasicAuth,
+    WebConfigError,
+    basic_auth_middleware,
+    load_web_config,
+    secure,
+)
 
 PASSWORD = "scrape-password"
 # Cost 4 keeps the tests quick; the server accepts any cost.
@@ -298,3 +309,69 @@ async def test_unknown_users_cost_as_much_as_known_ones(tmp_path: Path) -> None:
     assert auth._dummy[4:6] == b"06"
     header = "Basic " + base64.b64encode(b"nobody:pw").decode()
     assert not await auth.check(header)
+
+
+class HeldChecks:
+    """Stands in for bcrypt.checkpw: each check waits until released, and is counted."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.calls: list[bytes] = []
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        """Wait for the release, then check for real."""
+        self.calls.append(password)
+        self.released.wait()
+        return bcrypt.checkpw(password, hashed)
+
+
+async def _ok(request: web.Request) -> web.Response:
+    """A handler that answers 200."""
+    return web.Response(text="ok")
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_checks_beyond_the_queue_are_refused_at_once(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With both bcrypt slots held and the queue full, more requests get 401 without a check."""
+    held = HeldChecks()
+    auth = BasicAuth({"prometheus": HASH.encode()}, checkpw=held)
+    held.released.set()
+    assert await auth.check(_basic("prometheus", PASSWORD))  # remembered from now on
+    held.released.clear()
+    app = web.Application(middlewares=[basic_auth_middleware(auth)])
+    app.router.add_get("/metrics", _ok)
+    client = await aiohttp_client(app)
+    queued = [
+        asyncio.create_task(auth.verdict(_basic("prometheus", f"wrong-{n}")))
+        for n in range(2 + WAITING_CHECKS)
+    ]
+    try:
+        await asyncio.sleep(0)  # each task takes a slot or its place in the queue
+        assert not any(task.done() for task in queued)
+        # A timeout only so that a regression fails instead of hanging the run.
+        async with asyncio.timeout(30):
+            assert await auth.verdict(_basic("prometheus", "one-more")) == "busy"
+            with caplog.at_level(logging.DEBUG, logger="exporter"):
+                refused = await client.get(
+                    "/metrics", headers={"Authorization": _basic("prometheus", "flood")}
+                )
+                served = await client.get(
+                    "/metrics", headers={"Authorization": _basic("prometheus", PASSWORD)}
+                )
+        assert refused.status == 401
+        assert served.status == 200
+        [record] = [r for r in caplog.records if r.getMessage() == "basic_auth_refused"]
+        assert record.fields["reason"] == "busy"  # type: ignore[attr-defined]
+    finally:
+        held.released.set()
+        verdicts = await asyncio.gather(*queued)
+    assert verdicts == ["refused"] * (2 + WAITING_CHECKS)
+    # The right password once, then the queued ones: the refused extras never reached bcrypt.
+    assert len(held.calls) == 1 + 2 + WAITING_CHECKS
+    assert b"one-more" not in held.calls
+    assert b"flood" not in held.calls
