@@ -21,6 +21,7 @@ from exporter.web import WebContext, create_app
 from exporter.webconfig import (
     WAITING_CHECKS,
     BasicAuth,
+    LiveWebConfig,
     WebConfigError,
     basic_auth_middleware,
     load_web_config,
@@ -57,7 +58,7 @@ def _write(path: Path, text: str) -> Path:
 async def _serve(config: Path) -> tuple[web.AppRunner, int]:
     instruments = Instruments()
     app = create_app(WebContext(JobStore(), Renderer("p", instruments.registry), lambda: True))
-    context = secure(app, load_web_config(config))
+    context = secure(app, LiveWebConfig(config))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
@@ -303,12 +304,13 @@ def test_yaml_errors_name_the_place_not_the_content(tmp_path: Path) -> None:
 
 
 async def test_unknown_users_cost_as_much_as_known_ones(tmp_path: Path) -> None:
-    """The stand-in hash for unknown users has the cost of the costliest configured hash."""
+    """Unknown users cost the costliest hash's check, and are refused even with its password."""
     costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=6)).decode()
     auth = BasicAuth({"a": HASH.encode(), "b": costly.encode()})
+    assert auth._dummy is not None
     assert auth._dummy[4:6] == b"06"
-    header = "Basic " + base64.b64encode(b"nobody:pw").decode()
-    assert not await auth.check(header)
+    assert not await auth.check(_basic("nobody", "pw"))
+    assert await auth.check(_basic("b", "pw"))
 
 
 class HeldChecks:
@@ -375,3 +377,44 @@ async def test_checks_beyond_the_queue_are_refused_at_once(
     assert len(held.calls) == 1 + 2 + WAITING_CHECKS
     assert b"one-more" not in held.calls
     assert b"flood" not in held.calls
+
+
+async def test_replacing_users_forgets_passwords_of_changed_and_removed_users_only() -> None:
+    """After new users, a remembered password of an unchanged hash needs no check; others do."""
+    held = HeldChecks()
+    held.released.set()
+    kept = bcrypt.hashpw(b"kept-pw", bcrypt.gensalt(rounds=4))
+    changed = bcrypt.hashpw(b"old-pw", bcrypt.gensalt(rounds=4))
+    auth = BasicAuth({"kept": kept, "changed": changed, "gone": HASH.encode()}, checkpw=held)
+    for user, password in (("kept", "kept-pw"), ("changed", "old-pw"), ("gone", PASSWORD)):
+        assert await auth.check(_basic(user, password))
+    auth.replace({"kept": kept, "changed": bcrypt.hashpw(b"new-pw", bcrypt.gensalt(rounds=4))})
+    held.calls.clear()
+    assert await auth.check(_basic("kept", "kept-pw"))
+    assert held.calls == []  # still remembered
+    assert not await auth.check(_basic("changed", "old-pw"))
+    assert await auth.check(_basic("changed", "new-pw"))
+    assert not await auth.check(_basic("gone", PASSWORD))
+    assert held.calls == [b"old-pw", b"new-pw", PASSWORD.encode()]
+
+
+async def test_a_check_that_outlasts_its_users_removal_lets_nobody_in() -> None:
+    """A right password whose user was removed while bcrypt ran is refused."""
+    held = HeldChecks()
+    auth = BasicAuth({"prometheus": HASH.encode()}, checkpw=held)
+    checking = asyncio.create_task(auth.check(_basic("prometheus", PASSWORD)))
+    await asyncio.sleep(0)  # the check takes its slot and waits for bcrypt
+    auth.replace({"grafana": HASH.encode()})
+    held.released.set()
+    assert not await checking
+    assert held.calls == [PASSWORD.encode()]  # bcrypt found it right, for the old users
+
+
+async def test_without_users_every_request_is_served(tmp_path: Path, aiohttp_client: Any) -> None:
+    """A web config without basic_auth_users asks for no credentials."""
+    app = web.Application()
+    app.router.add_get("/metrics", _ok)
+    secure(app, LiveWebConfig(_write(tmp_path, "http_server_config:\n  http2: true\n")))
+    client = await aiohttp_client(app)
+    response = await client.get("/metrics")
+    assert response.status == 200
