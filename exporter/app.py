@@ -33,7 +33,7 @@ from exporter.signing import AkSkAuth
 from exporter.state import JobStore
 from exporter.watchlist import Route, WatchList
 from exporter.web import WebContext, create_app
-from exporter.webconfig import load_web_config, secure
+from exporter.webconfig import LiveWebConfig, WebConfigError, secure
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,16 @@ async def run_once(settings: Settings) -> int:
         return 0 if listed and all(state.last_ok for state in ex.store) else 1
 
 
-async def _serve_http(ex: Exporter) -> web.AppRunner:
+async def _serve_http(ex: Exporter) -> tuple[web.AppRunner, LiveWebConfig | None]:
+    """Start the HTTP server; return it, and the web config it follows (if any)."""
     app = create_app(WebContext(ex.store, ex.renderer, ex.ready, ex.settings.project_id or ""))
-    web_config = ex.settings.web_config_file
-    server_tls = secure(app, load_web_config(web_config) if web_config else None)
+    web_config = None
+    if ex.settings.web_config_file is not None:
+        try:
+            web_config = LiveWebConfig(ex.settings.web_config_file)
+        except WebConfigError as exc:  # changed since the settings were checked
+            raise ConfigError([Problem("web_config_file", "", str(exc))]) from None
+    server_tls = secure(app, web_config)
     adminapi.register(app, adminapi.AdminContext(ex.watchlist, ex.settings.admin_secret))
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE
@@ -248,7 +254,7 @@ async def _serve_http(ex: Exporter) -> web.AppRunner:
         problem = Problem("listen_address", "", f"cannot listen on {host}:{port}: {reason}")
         raise ConfigError([problem]) from None
     event(log, logging.INFO, "listening", address=ex.settings.listen_address, version=__version__)
-    return runner
+    return runner, web_config
 
 
 async def run_service(
@@ -262,8 +268,13 @@ async def run_service(
     cancelled the same way.
     """
     async with exporter(settings) as ex:
-        runner = await _serve_http(ex)
-        coros = [ex.scheduler.run(), *ex.background(), *(companions(ex) if companions else [])]
+        runner, web_config = await _serve_http(ex)
+        coros = [
+            ex.scheduler.run(),
+            *ex.background(),
+            *([web_config.run()] if web_config is not None else []),
+            *(companions(ex) if companions else []),
+        ]
         tasks = [asyncio.create_task(coro) for coro in coros]
         broken: list[asyncio.Task[None]] = []
 

@@ -15,7 +15,7 @@ from exporter.sharding import Shard
 from exporter.state import JobStore
 from exporter.watchlist import Route, WatchList
 from exporter.web import WebContext, create_app
-from exporter.webconfig import load_web_config, secure
+from exporter.webconfig import LiveWebConfig, secure
 from tests.conftest import NoReads, idle_watchlist
 
 ADMIN = "s3cret-admin-token"
@@ -36,7 +36,7 @@ async def _client(
         app, adminapi.AdminContext(watchlist, SecretStr(token) if token is not None else None)
     )
     if web_config is not None:
-        secure(app, load_web_config(web_config))
+        secure(app, LiveWebConfig(web_config))
     client: TestClient[Any, Any] = await aiohttp_client(app)
     return client, watchlist, store
 
