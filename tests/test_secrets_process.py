@@ -4,7 +4,6 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from tests.authstandin import PROJECT_ID, StandIn
+from tests.standin import free_port
 
 AK = "AKSECRETACCESSKEY0001"
 SK = "SK-secret-key-value-0001"
@@ -30,13 +30,6 @@ SCRAPE_AUTH = "Basic " + base64.b64encode(f"prometheus:{SCRAPE_PASSWORD}".encode
 JOBS = "job-a,job-b,job-c"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _cmdline(pid: int) -> str:
@@ -91,7 +84,7 @@ class Run:
 
 
 async def _start(tmp_path: Path, api: str, **settings: str) -> Run:
-    port = _free_port()
+    port = free_port()
     web_config = tmp_path / "web.yml"
     web_config.write_text(f"basic_auth_users:\n  prometheus: '{SCRAPE_HASH}'\n")
     env = _env(
