@@ -163,8 +163,8 @@ async def test_every_fault_in_one_run(aiohttp_server: AiohttpServer, tmp_path: P
             # Stop while a request hangs (between its timeouts, the client waits a moment).
             while api.in_flight_by_job["hang"] == 0:  # noqa: ASYNC110 - a counter, no event
                 await asyncio.sleep(0.05)
+        started = time.monotonic()  # the span to stop starts with the signal
         process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
         await asyncio.wait_for(process.wait(), 15)
         stopped_in = time.monotonic() - started
     finally:
