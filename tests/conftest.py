@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.instruments import Instruments
@@ -21,6 +22,24 @@ EXAMPLE_JOB_ID = "354331b2c-229a-11e8-9c75-0255ac100ceb"
 EXAMPLE_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+# Hypothesis: no test may fail on how long an example took (a busy 2-core CI
+# machine, coverage on). CI (the CI variable, set by .ci/run) also draws the
+# same examples on every run, with no example database, so a red run is
+# reproducible and a green one cannot turn red by chance. Locally examples stay
+# random and remembered, to go on finding new failures. HYPOTHESIS_PROFILE
+# picks a profile by name.
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 class Clock:

@@ -6,13 +6,14 @@ servers run on their own event loop in a background thread.
 """
 
 import asyncio
+import random
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -239,12 +240,55 @@ def serving() -> Iterator[Servers]:
         loop.close()
 
 
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
+# Ports free_port handed out in this test session: none is handed out twice.
+_HANDED_OUT: set[int] = set()
+_HANDING_OUT = threading.Lock()
+# Where free_port looks first: this many ports just below the kernel's range of
+# ephemeral ports.
+_BELOW_EPHEMERAL = 16384
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel picks for `bind(0)` and outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """Return a loopback port that is free now and that no other caller in this session got.
+
+    A server started later binds it, so it is chosen outside the kernel's
+    ephemeral range where there is room: no `bind(0)` and no outgoing
+    connection (the tests' own servers and clients, the exporter's polls,
+    Prometheus' scrapes) can take it meanwhile. Another program can still
+    bind it first; `start_server` then starts the server again on a new port.
+    """
+    with _HANDING_OUT:
+        top = _ephemeral_floor()
+        candidates = list(range(max(1024, top - _BELOW_EPHEMERAL), top))
+        random.shuffle(candidates)
+        for port in candidates[:1000]:
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
+        while True:  # no room below the ephemeral range: let the kernel choose
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                chosen: int = sock.getsockname()[1]
+            if chosen not in _HANDED_OUT:
+                _HANDED_OUT.add(chosen)
+                return chosen
 
 
 @contextmanager
@@ -274,37 +318,74 @@ def wait_for(url: str, deadline: float, *, process: subprocess.Popen[bytes] | No
         time.sleep(0.2)
 
 
+def port_taken(output: str) -> bool:
+    """Tell whether a server's output says its listening port was in use."""
+    return "address already in use" in output.lower()
+
+
+def start_server(
+    command: Callable[[int], list[str]],
+    log: Path,
+    ready_path: str,
+    *,
+    env: dict[str, str] | None = None,
+    attempts: int = 3,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `command(port)` on a free port; wait until `ready_path` answers 200.
+
+    Return the process and its base URL. A server that exits because another
+    program took its port in the meantime is started again on a new port.
+    """
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        args = command(port)
+        with log.open("wb") as out:
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{base}{ready_path}", time.monotonic() + 30, process=process)
+        except RuntimeError:  # it exited
+            if attempt < attempts and port_taken(log.read_text(errors="replace")):
+                continue
+            raise
+        except BaseException:
+            stop(process)
+            raise
+        return process, base
+    msg = "unreachable: the last attempt returns or raises"
+    raise AssertionError(msg)
+
+
 @contextmanager
 def running_exporter(api_url: str, job_ids: tuple[str, ...], log: Path) -> Iterator[str]:
     """Run the real exporter (`python -m exporter`) against `api_url`; yield its base URL."""
-    port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "CCE_EXPORTER_AUTH_TOKEN": TOKEN,
         "PYTHONUNBUFFERED": "1",
     }
-    args = [
-        sys.executable,
-        "-m",
-        "exporter",
-        "--endpoint",
-        api_url,
-        "--project-id",
-        PROJECT_ID,
-        "--job-ids",
-        ",".join(job_ids),
-        "--poll-interval",
-        "1",
-        "--request-timeout",
-        "5",
-        "--listen-address",
-        f"127.0.0.1:{port}",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--endpoint",
+            api_url,
+            "--project-id",
+            PROJECT_ID,
+            "--job-ids",
+            ",".join(job_ids),
+            "--poll-interval",
+            "1",
+            "--request-timeout",
+            "5",
+            "--listen-address",
+            f"127.0.0.1:{port}",
+        ]
+
+    process, base = start_server(command, log, "/readyz", env=env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/readyz", time.monotonic() + 30, process=process)
         yield base
     finally:
         stop(process)

@@ -107,12 +107,14 @@ def _all_ok(scheduler: Scheduler) -> bool:
     return all(state.last_ok for state in scheduler._store)
 
 
-def _aksk(access_key: str, secret_key: str, token: str | None = None) -> AkSkAuth:
+def _aksk(rig: Rig, access_key: str, secret_key: str, token: str | None = None) -> AkSkAuth:
+    """Sign with the rig's clock, the stand-in's: moving it minutes on keeps them in step."""
     return AkSkAuth(
         SecretStr(access_key),
         SecretStr(secret_key),
         project_id=PROJECT_ID,
         security_token=SecretStr(token) if token else None,
+        clock=rig.clock,
     )
 
 
@@ -126,7 +128,7 @@ async def _run(scheduler: Scheduler, clock: Clock, seconds: int, check: Callable
 
 async def test_aksk_polls_succeed(rig: Rig) -> None:
     """With a permanent access key pair every poll succeeds; the stand-in checks each signature."""
-    scheduler = rig.scheduler(_aksk("AKPERMANENT", "sk-permanent-secret"))
+    scheduler = rig.scheduler(_aksk(rig, "AKPERMANENT", "sk-permanent-secret"))
     await _run(scheduler, rig.clock, 5, lambda: None)
     assert _all_ok(scheduler)
     assert rig.standin.seen["signature_ok"] == 5 * len(JOBS)
@@ -135,10 +137,12 @@ async def test_aksk_polls_succeed(rig: Rig) -> None:
 
 async def test_aksk_with_security_token_polls_succeed(rig: Rig) -> None:
     """Temporary keys sign X-Security-Token; without the token the same keys are refused."""
-    scheduler = rig.scheduler(_aksk("AKTEMPORARY", "sk-temporary-secret", "security-token-secret"))
+    scheduler = rig.scheduler(
+        _aksk(rig, "AKTEMPORARY", "sk-temporary-secret", "security-token-secret")
+    )
     await scheduler.poll_due(jitter=False)
     assert _all_ok(scheduler)
-    without = rig.scheduler(_aksk("AKTEMPORARY", "sk-temporary-secret"))
+    without = rig.scheduler(_aksk(rig, "AKTEMPORARY", "sk-temporary-secret"))
     await without.poll_due(jitter=False)
     assert not any(state.last_ok for state in without._store)
 
@@ -202,7 +206,7 @@ async def test_wrong_secret_key_sends_a_handful_of_requests_and_logs_one_line(
 ) -> None:
     """A wrong secret key backs off: few requests in ten minutes, one log line, then recovery."""
     caplog.set_level(logging.DEBUG)
-    scheduler = rig.scheduler(_aksk("AKPERMANENT", "wrong-secret"))
+    scheduler = rig.scheduler(_aksk(rig, "AKPERMANENT", "wrong-secret"))
     await _run(scheduler, rig.clock, 300, lambda: None)
     assert 1 <= rig.standin.seen["show_job"] <= 5
     assert rig.standin.seen["locked"] == 0  # no lock: at most five bad signatures in 5 min

@@ -1,7 +1,6 @@
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -14,6 +13,7 @@ from exporter.cli import build_parser
 from exporter.config import env_name
 from tests.conftest import EXAMPLE_JOB_ID, labels, parse_series
 from tests.fakecce import TOKEN, FakeCCE
+from tests.standin import free_port
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 
@@ -32,13 +32,6 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_configuration_errors_exit_2_naming_each_setting() -> None:
@@ -235,7 +228,7 @@ async def test_service_serves_and_stops_on_sigterm(
     api = FakeCCE()
     api.jobs[EXAMPLE_JOB_ID] = example_job
     server = await aiohttp_server(api.app())
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exporter", "--endpoint", str(server.make_url("")),
         "--project-id", PROJECT, "--job-ids", EXAMPLE_JOB_ID,
@@ -247,8 +240,8 @@ async def test_service_serves_and_stops_on_sigterm(
         await _wait_http(f"http://127.0.0.1:{port}/readyz")
         text = await _wait_http(f"http://127.0.0.1:{port}/metrics")
         assert f'job_id="{EXAMPLE_JOB_ID}"' in text
+        started = time.monotonic()  # the span to stop starts with the signal
         process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
         _, stderr = await asyncio.wait_for(process.communicate(), 10)
         assert process.returncode == 0
         assert time.monotonic() - started < 5
@@ -261,7 +254,7 @@ async def test_service_serves_and_stops_on_sigterm(
 
 async def test_demo_runs_and_stops() -> None:
     """--demo serves several moving demo jobs on /metrics and stops cleanly on SIGINT."""
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exporter", "--demo", "--listen-address", f"127.0.0.1:{port}",
         env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

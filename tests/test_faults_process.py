@@ -4,7 +4,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.fakecce import (
     job_object,
     wide_job,
 )
+from tests.standin import free_port
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 RETRY_AFTER = 1
@@ -84,13 +84,6 @@ def _fake_api() -> FakeCCE:
     return api
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _poll_key(job_id: str) -> frozenset[tuple[str, str]]:
     return frozenset({("project_id", PROJECT), ("job_id", job_id)})
 
@@ -118,7 +111,7 @@ async def test_every_fault_in_one_run(aiohttp_server: AiohttpServer, tmp_path: P
     """With every fault mixed in, the process serves, counts, ages out and stops on SIGTERM."""
     api = _fake_api()
     server = await aiohttp_server(api.app())
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCE_EXPORTER_")}
     log = tmp_path / "exporter.log"
     job_ids = [*HEALTHY, *EXPECTED, WIDE, DONE]
@@ -170,8 +163,8 @@ async def test_every_fault_in_one_run(aiohttp_server: AiohttpServer, tmp_path: P
             # Stop while a request hangs (between its timeouts, the client waits a moment).
             while api.in_flight_by_job["hang"] == 0:  # noqa: ASYNC110 - a counter, no event
                 await asyncio.sleep(0.05)
+        started = time.monotonic()  # the span to stop starts with the signal
         process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
         await asyncio.wait_for(process.wait(), 15)
         stopped_in = time.monotonic() - started
     finally:

@@ -12,7 +12,10 @@ from exporter.config import Settings
 from exporter.web import WebContext, create_app
 from tests.fakelist import PROJECT, TOKEN, FakeCCE
 
-INTERVAL = 5.0
+# Long, so that "within one interval" leaves a wide margin on a busy machine: a
+# new job is polled at once (the jobs file is read every second; the poll loop
+# adds up to 1 s of jitter), not at the loop's next scheduled pass.
+INTERVAL = 20.0
 
 
 async def _polled(ex: Any, job_id: str) -> None:

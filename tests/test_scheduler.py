@@ -1,3 +1,4 @@
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
@@ -131,9 +133,24 @@ async def test_finished_job_is_dropped_after_retention(rig: Rig) -> None:
 
 async def test_concurrency_is_bounded(rig: Rig) -> None:
     """No more than poll_concurrency requests are in flight at once."""
+    # A first poll proves the credentials: until then one request goes at a time.
+    rig.api.add_job("warm-up")
+    rig.scheduler.watch(["warm-up"])
+    await rig.scheduler.poll_due(jitter=False)
+    # A barrier: no answer until three requests have arrived, so three surely
+    # overlap; then each answer takes a while, so a fourth would overlap too.
+    all_in = asyncio.Event()
+    arrived = itertools.count(1)
+
+    def arrive(request: web.Request) -> None:
+        if next(arrived) == 3:
+            all_in.set()
+
+    rig.api.on_request = arrive
     rig.api.delay = 0.05
     for index in range(12):
         rig.api.add_job(f"job-{index}")
+        rig.api.faults[f"job-{index}"] = Fault(hold=all_in)
     rig.scheduler.watch(f"job-{index}" for index in range(12))
     polled = await rig.scheduler.poll_due(jitter=False)
     assert len(polled) == 12

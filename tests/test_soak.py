@@ -9,7 +9,6 @@ must stay flat, and every scrape of /metrics must answer.
 import asyncio
 import logging
 import os
-import socket
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from exporter.config import load_settings
 from exporter.watchlist import Route
 from tests.conftest import parse_series
 from tests.fakecce import TOKEN
+from tests.standin import free_port
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 JOBS = 100
@@ -110,13 +110,6 @@ def _quarter_medians(values: list[int]) -> tuple[float, float]:
     return statistics.median(values[:quarter]), statistics.median(values[-quarter:])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _start_api() -> tuple[asyncio.subprocess.Process, int]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.fakecce", "--jobs", str(JOBS), "--seed", str(SEED),
@@ -136,11 +129,13 @@ async def _rewatch(ex: Exporter, job_ids: list[str]) -> None:
 
 
 @pytest.mark.slow
+# SOAK_SECONDS may be raised past the global timeout (pyproject.toml): allow for it.
+@pytest.mark.timeout(SOAK_SECONDS + 480)
 async def test_soak_keeps_memory_tasks_and_fds_flat(clean_env: pytest.MonkeyPatch) -> None:
     """Under random faults for minutes, memory, tasks and fds stay flat; /metrics always answers."""
     api, api_port = await _start_api()
     job_ids = [f"soak-{index:03d}" for index in range(JOBS)]
-    port = _free_port()
+    port = free_port()
     clean_env.setenv("CCE_EXPORTER_AUTH_TOKEN", TOKEN)
     settings = load_settings(
         {
