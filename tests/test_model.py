@@ -348,7 +348,11 @@ FIELDS = [
 
 
 # The fixture is only read (deep-copied) by each example, so sharing it is safe.
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(path=st.sampled_from(FIELDS), value=text_values | json_values, in_sub_job=st.booleans())
 def test_any_value_in_any_field_never_raises(
     example_job: dict[str, Any], path: tuple[str, ...], value: object, in_sub_job: bool
