@@ -568,16 +568,7 @@ class LiveWebConfig:
             self._problem = str(exc)
             return False
         self._problem = ""
-        new = reading.config
-        event(
-            log,
-            logging.INFO,
-            "web_config_reloaded",
-            path=str(self.path),
-            tls=new.ssl_context is not None,
-            client_auth=new.client_auth,
-            basic_auth_users=len(new.users),
-        )
+        _log_in_force("web_config_reloaded", self.path, reading.config)
         return True
 
     def _put_in_force(self, new: WebConfig) -> None:
@@ -626,14 +617,18 @@ def secure(app: web.Application, web_config: LiveWebConfig | None) -> ssl.SSLCon
         return None
     # Always in place: users may be added to a file that has none yet.
     app.middlewares.insert(0, basic_auth_middleware(web_config.auth))
-    config = web_config.config
+    _log_in_force("web_config_loaded", web_config.path, web_config.config)
+    return web_config.ssl_context
+
+
+def _log_in_force(name: str, path: Path, config: WebConfig) -> None:
+    """Log the event `name` of a web config that took effect: what it turns on, no secret."""
     event(
         log,
         logging.INFO,
-        "web_config_loaded",
-        path=str(config.path),
+        name,
+        path=str(path),
         tls=config.ssl_context is not None,
         client_auth=config.client_auth,
         basic_auth_users=len(config.users),
     )
-    return web_config.ssl_context
