@@ -4,14 +4,16 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 
+from exporter import exposition
 from exporter.errors import ErrorKind
-from exporter.exposition import FAMILIES, Family, Renderer, render_job
+from exporter.exposition import FAMILIES, Family, RenderedJob, Renderer, render_job
 from exporter.instruments import Instruments
 from exporter.model import flatten
 from exporter.state import JobState
@@ -148,14 +150,31 @@ def test_dropped_job_leaves_no_series(example_job: dict[str, Any]) -> None:
     assert "other-job" in text
 
 
-def test_cached_rendering_follows_new_states(example_job: dict[str, Any]) -> None:
+def test_cached_rendering_follows_new_states(
+    example_job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A new state of a job is rendered anew; the same state is served from the cache."""
+    rendered: list[JobState] = []
+
+    def counting_render_job(state: JobState, project_id: str) -> RenderedJob:
+        rendered.append(state)
+        return render_job(state, project_id)
+
+    monkeypatch.setattr(exposition, "render_job", counting_render_job)
     renderer = Renderer("p", CollectorRegistry())
     first = _state(example_job)
-    renderer.render([first]).decode()
+    parts = renderer.render_parts([first])
+    again = renderer.render_parts([first])
+    assert rendered == [first]  # the second scrape rendered nothing
+    assert again == parts
+    # The job's cached chunks themselves are served, not copies of them.
+    job_parts = [part for part in parts if ROOT.encode() in part]
+    assert job_parts
+    assert all(any(part is cached for cached in again) for part in job_parts)
     example_job["status"]["phase"] = "Success"
     second = first.succeeded(flatten(example_job, ROOT), POLLED_AT + 30)
     text = renderer.render([second]).decode()
+    assert rendered == [first, second]
     key = ("cce_job_status_phase", labels(
         project_id="p", job_id=ROOT, root_job_id=ROOT, job_type="CreateCluster", phase="Success"
     ))  # fmt: skip
