@@ -38,7 +38,7 @@ import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from exporter.logs import event
+from exporter.logs import crash, event
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,9 @@ def _read(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         msg = f"{path} is not UTF-8 text"
         raise WebConfigError(msg) from None
+    except RecursionError:
+        msg = f"{path} is nested too deeply to be a web config"
+        raise WebConfigError(msg) from None
     return _mapping(data, str(path))
 
 
@@ -454,7 +457,7 @@ def _stat(path: Path) -> FileStat:
     try:
         # stat() follows symbolic links: a Kubernetes Secret volume swaps one.
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path with a NUL in it
         return None
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -538,7 +541,10 @@ class LiveWebConfig:
         """Check the files for changes for ever; cancel to stop."""
         while True:
             await self._sleep(self._check_seconds)
-            await self.check()
+            try:
+                await self.check()
+            except Exception as exc:  # a bug: the config in force stays, serving goes on
+                crash(log, "web_config_reload_failed", exc, path=str(self.path))
 
     async def check(self) -> bool:
         """Reload the config if its files changed and settled; return whether it was reloaded."""

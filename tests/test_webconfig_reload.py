@@ -361,3 +361,59 @@ async def test_the_loop_checks_every_interval_and_reloads(tmp_path: Path) -> Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "a: " + "[" * 5000 + "]" * 5000 + "\n",
+        _users(prometheus=PROMETHEUS) + TLS.replace("tls.crt", '"a\\0b"'),
+    ],
+    ids=["nested too deeply", "a file name with a NUL"],
+)
+async def test_a_config_that_breaks_the_reader_keeps_the_one_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, broken: str
+) -> None:
+    """YAML nested too deeply, or a file name no stat() takes, is a reload problem, not a crash."""
+    config = tmp_path / "web.yml"
+    _put(config, _users(prometheus=PROMETHEUS))
+    live = LiveWebConfig(config)
+    header = "Basic " + base64.b64encode(b"prometheus:prometheus-pw").decode()
+    _put(config, broken)
+    with caplog.at_level(logging.WARNING, logger="exporter.webconfig"):
+        assert not await _settle(live)
+        assert not await live.check()
+    assert await live.auth.check(header)
+    assert len(_events(caplog, "web_config_reload_failed")) == 1
+
+
+async def test_the_loop_outlives_a_check_that_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that raises (a bug) is logged with its traceback, and the loop goes on checking."""
+    config = tmp_path / "web.yml"
+    _put(config, _users(prometheus=PROMETHEUS))
+    steps = Steps()
+    live = LiveWebConfig(config, sleep=steps.sleep)
+    calls = 0
+
+    async def broken_check() -> bool:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(live, "check", broken_check)
+    task = asyncio.create_task(live.run())
+    try:
+        with caplog.at_level(logging.ERROR, logger="exporter.webconfig"):
+            await steps.asked.get()
+            for _ in range(2):  # a loop that died would never sleep again: fail, not hang
+                await asyncio.wait_for(steps.step(), 10)
+        assert calls == 2
+        assert not task.done()
+        [first, _] = _events(caplog, "web_config_reload_failed")
+        assert first.exc_info is not None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
