@@ -275,9 +275,9 @@ class Scheduler:
     async def _poll(self, job_id: str, *, jitter: bool) -> None:
         scheduled = self._due.get(job_id, self._monotonic())
         if jitter:
-            # Spread the pass's requests, and never ask for a job within an
-            # interval of its last request (whose jitter or queue may have
-            # made it late): a pass starts on time, a request never early.
+            # Spread the pass's requests, and never ask for a job much sooner
+            # than an interval after its last request (whose jitter or queue
+            # may have made it late): a pass starts on time.
             spread = self._rng.uniform(0, self._settings.jitter) if self._settings.jitter else 0
             early = self._not_before.get(job_id, -math.inf) - self._monotonic()
             if max(spread, early) > 0:
@@ -305,7 +305,7 @@ class Scheduler:
         the jobs of one pass together in the next one. A job that waited
         longer than its interval counts from its request instead: missed
         rounds are skipped, not made up in a burst. Its next request waits,
-        if need be, until an interval after this one went out.
+        if need be, until an interval less the jitter after this one went out.
         """
         if job_id in self._due and job_id in self._store:
             since = self._gone_since.get(job_id)
@@ -313,7 +313,10 @@ class Scheduler:
             delay = next_delay(gone_for, self._settings.poll_interval)
             due = scheduled + delay
             self._due[job_id] = due if due > started else started + delay
-            self._not_before[job_id] = started + delay
+            # Up to one jitter early: a request that went out late (its jitter
+            # draw, a queue) must not hold every later one as late, or the
+            # requests would creep to the end of the jitter window and bunch.
+            self._not_before[job_id] = started + delay - self._settings.jitter
 
     def _record_success(self, job_id: str, tree: JobTree) -> None:
         before = self._store.get(job_id)

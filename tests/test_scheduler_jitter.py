@@ -148,3 +148,36 @@ async def test_the_service_jitter_is_a_tenth_of_the_interval_up_to_one_second(
         assert isinstance(ex.scheduler, RecordingScheduler)
     assert [poll.jitter for poll in built] == [pytest.approx(jitter)]
     assert built[0].poll_interval == poll_interval
+
+
+async def test_a_late_request_does_not_keep_the_next_ones_late(instruments: Instruments) -> None:
+    """After a request at the end of its jitter window, the next one may go at its own draw."""
+    clock = Clock()
+    rig = Rig(clock)
+    rng = ScriptedRandom([0.999, 0.0])
+    settings = PollSettings(
+        project_id=PROJECT,
+        poll_interval=INTERVAL,
+        poll_concurrency=1,
+        finished_retention=600,
+        jitter=JITTER,
+    )
+    scheduler = Scheduler(
+        rig,
+        JobStore(),
+        instruments,
+        settings,
+        clock=clock,
+        monotonic=clock,
+        rng=rng,
+        sleep=rig.sleep,
+    )
+    scheduler.watch(["a"])
+    start = clock.now
+    await scheduler.poll_due()
+    assert rig.sent == {"a": [pytest.approx(0.999 * JITTER)]}
+    clock.now = start + INTERVAL
+    await scheduler.poll_due()
+    # Drawn 0: the request goes at once, not held back to the last one's lateness.
+    assert rig.sent == {"a": []}
+    assert clock.now == start + INTERVAL
