@@ -358,9 +358,7 @@ class Scheduler:
             return
         after = before.failed(exc.kind, str(exc), self._clock())
         self._store.put(after)
-        if after.vanished_at is None:
-            self._gone_since.pop(job_id, None)
-        else:
+        if after.vanished_at is not None:
             self._gone_since.setdefault(job_id, self._monotonic())
         # Refused credentials fail every job alike; the auth gate logs them once.
         quiet = exc.kind in AUTH_KINDS

@@ -80,9 +80,11 @@ class JobState:
         """Return the state after a poll that failed at `now`; the last good tree is kept."""
         index = ERROR_KINDS.index(kind)
         errors = (*self.errors[:index], self.errors[index] + 1, *self.errors[index + 1 :])
-        vanished_at = None
-        if kind is ErrorKind.NOT_FOUND:
-            vanished_at = self.vanished_at if self.vanished_at is not None else now
+        # Only a good answer ends a run of 404s: a timeout or a refused request
+        # in between says nothing of whether the job came back.
+        vanished_at = self.vanished_at
+        if kind is ErrorKind.NOT_FOUND and vanished_at is None:
+            vanished_at = now
         return replace(
             self,
             polls=self.polls + 1,

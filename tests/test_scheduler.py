@@ -291,6 +291,22 @@ async def test_job_that_comes_back_is_polled_normally_again(rig: Rig) -> None:
     assert await rig.scheduler.poll_due(jitter=False) == ["flaky"]
 
 
+async def test_only_a_good_answer_ends_a_run_of_404s(rig: Rig) -> None:
+    """Another failure between two 404s keeps the job's vanished clock: it still leaves on time."""
+    rig.scheduler.watch(["gone"])
+    start = rig.clock.now
+    await rig.scheduler.poll_due(jitter=False)  # 404
+    rig.api.faults["gone"] = Fault(400, '{"error_code": "CCE.01400001"}', times=1)
+    rig.clock.now = start + 30
+    assert await rig.scheduler.poll_due(jitter=False) == ["gone"]
+    state = rig.store.get("gone")
+    assert state is not None
+    assert state.last_error_kind is ErrorKind.INVALID_RESPONSE
+    assert state.vanished_at == start
+    rig.clock.now = start + 600
+    assert rig.scheduler.expire() == ["gone"]
+
+
 class _Crashing:
     """A reader with a bug: it raises something other than ApiError."""
 
