@@ -59,6 +59,29 @@ class Rig:
         return flatten({"metadata": {"uid": job_id}, "status": {"phase": "Running"}}, job_id)
 
 
+def _scheduler(
+    rig: Rig, rng: ScriptedRandom, instruments: Instruments, *, concurrency: int, jitter: float
+) -> Scheduler:
+    """A scheduler over the rig's reader, clock and sleep, drawing its jitter from `rng`."""
+    settings = PollSettings(
+        project_id=PROJECT,
+        poll_interval=INTERVAL,
+        poll_concurrency=concurrency,
+        finished_retention=600,
+        jitter=jitter,
+    )
+    return Scheduler(
+        rig,
+        JobStore(),
+        instruments,
+        settings,
+        clock=rig.clock,
+        monotonic=rig.clock,
+        rng=rng,
+        sleep=rig.sleep,
+    )
+
+
 async def test_each_poll_of_a_pass_sleeps_its_own_draw_and_the_pass_stays_together(
     instruments: Instruments,
 ) -> None:
@@ -66,23 +89,7 @@ async def test_each_poll_of_a_pass_sleeps_its_own_draw_and_the_pass_stays_togeth
     clock = Clock()
     rig = Rig(clock)
     rng = ScriptedRandom([0.25, 0.5, 0.999])
-    settings = PollSettings(
-        project_id=PROJECT,
-        poll_interval=INTERVAL,
-        poll_concurrency=3,
-        finished_retention=600,
-        jitter=JITTER,
-    )
-    scheduler = Scheduler(
-        rig,
-        JobStore(),
-        instruments,
-        settings,
-        clock=clock,
-        monotonic=clock,
-        rng=rng,
-        sleep=rig.sleep,
-    )
+    scheduler = _scheduler(rig, rng, instruments, concurrency=3, jitter=JITTER)
     scheduler.watch(["a", "b", "c"])
     start = clock.now
     assert await scheduler.poll_due() == ["a", "b", "c"]
@@ -104,19 +111,7 @@ async def test_a_pass_without_jitter_does_not_sleep_or_draw(instruments: Instrum
     clock = Clock()
     rig = Rig(clock)
     rng = ScriptedRandom([])
-    settings = PollSettings(
-        project_id=PROJECT, poll_interval=INTERVAL, poll_concurrency=3, finished_retention=600
-    )
-    scheduler = Scheduler(
-        rig,
-        JobStore(),
-        instruments,
-        settings,
-        clock=clock,
-        monotonic=clock,
-        rng=rng,
-        sleep=rig.sleep,
-    )
+    scheduler = _scheduler(rig, rng, instruments, concurrency=3, jitter=1.0)
     scheduler.watch(["a", "b"])
     assert await scheduler.poll_due(jitter=False) == ["a", "b"]
     assert rng.draws == []
@@ -155,23 +150,7 @@ async def test_a_late_request_does_not_keep_the_next_ones_late(instruments: Inst
     clock = Clock()
     rig = Rig(clock)
     rng = ScriptedRandom([0.999, 0.0])
-    settings = PollSettings(
-        project_id=PROJECT,
-        poll_interval=INTERVAL,
-        poll_concurrency=1,
-        finished_retention=600,
-        jitter=JITTER,
-    )
-    scheduler = Scheduler(
-        rig,
-        JobStore(),
-        instruments,
-        settings,
-        clock=clock,
-        monotonic=clock,
-        rng=rng,
-        sleep=rig.sleep,
-    )
+    scheduler = _scheduler(rig, rng, instruments, concurrency=1, jitter=JITTER)
     scheduler.watch(["a"])
     start = clock.now
     await scheduler.poll_due()
