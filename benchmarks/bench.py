@@ -36,17 +36,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.app import exporter
-from exporter.config import Settings
-from exporter.discovery import Discovery, DiscoverySettings
 from exporter.errors import ApiError, ErrorKind
-from exporter.exposition import FAMILIES, Renderer
-from exporter.instruments import Instruments
-from exporter.model import JobTree, flatten
-from exporter.model_v2 import ListedJob, read_listing
+from exporter.jobs.state import JobState, JobStore
+from exporter.jobs.tree import JobTree, flatten
+from exporter.jobs.v2 import ListedJob, read_listing
+from exporter.metrics.cce_exporter import Instruments
+from exporter.metrics.cce_job import FAMILIES, Renderer
 from exporter.scheduler import PollSettings, Scheduler
-from exporter.state import JobState, JobStore
-from exporter.watchlist import Route, WatchList
-from exporter.web import WebContext, create_app
+from exporter.server.endpoints import WebContext, create_app
+from exporter.settings.model import Settings
+from exporter.watch.discovery import Discovery, DiscoverySettings
+from exporter.watch.watchlist import Route, WatchList
 
 HERE = Path(__file__).resolve().parent
 PROJECT = "0123456789abcdef0123456789abcdef"

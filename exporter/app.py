@@ -15,25 +15,26 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter import __version__, adminapi
-from exporter.auth import Authenticator, TokenAuth
-from exporter.client import CCEClient
-from exporter.config import AUTH_METHODS, ConfigError, Problem, Settings, split_host_port
-from exporter.demo import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app
-from exporter.discovery import Discovery, DiscoverySettings
-from exporter.exposition import Renderer
-from exporter.iam import IamAuth
-from exporter.instruments import Instruments
-from exporter.jobsfile import JobsFile
+from exporter import __version__
+from exporter.cce.auth.aksk import AkSkAuth
+from exporter.cce.auth.base import Authenticator, TokenAuth
+from exporter.cce.auth.iam import IamAuth
+from exporter.cce.client import CCEClient
+from exporter.cce.ratelimit import RateLimiter
+from exporter.demo.cloud import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app
+from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
-from exporter.ratelimit import RateLimiter
+from exporter.metrics.cce_exporter import Instruments
+from exporter.metrics.cce_job import Renderer
 from exporter.scheduler import PollSettings, Scheduler
-from exporter.sharding import Shard
-from exporter.signing import AkSkAuth
-from exporter.state import JobStore
-from exporter.watchlist import Route, WatchList
-from exporter.web import WebContext, create_app
-from exporter.webconfig import LiveWebConfig, WebConfigError, secure
+from exporter.server import adminapi
+from exporter.server.endpoints import WebContext, create_app
+from exporter.server.webconfig.live import LiveWebConfig, WebConfigError, secure
+from exporter.settings.model import AUTH_METHODS, ConfigError, Problem, Settings, split_host_port
+from exporter.watch.discovery import Discovery, DiscoverySettings
+from exporter.watch.jobsfile import JobsFile
+from exporter.watch.sharding import Shard
+from exporter.watch.watchlist import Route, WatchList
 
 log = logging.getLogger(__name__)
 

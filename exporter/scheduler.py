@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from exporter.authgate import AUTH_KINDS
+from exporter.cce.auth.gate import AUTH_KINDS
 from exporter.errors import ApiError
-from exporter.instruments import Instruments
+from exporter.jobs.state import JobState, JobStore
+from exporter.jobs.tree import JobTree
 from exporter.logs import crash, event
-from exporter.model import JobTree
-from exporter.state import JobState, JobStore
+from exporter.metrics.cce_exporter import Instruments
 
 log = logging.getLogger(__name__)
 

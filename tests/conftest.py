@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.instruments import Instruments
-from exporter.model import JobTree
+from exporter.jobs.state import JobStore
+from exporter.jobs.tree import JobTree
+from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
-from exporter.sharding import Shard
-from exporter.state import JobStore
-from exporter.watchlist import WatchList
+from exporter.watch.sharding import Shard
+from exporter.watch.watchlist import WatchList
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE_JOB_ID = "354331b2c-229a-11e8-9c75-0255ac100ceb"

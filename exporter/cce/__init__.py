@@ -1,0 +1,1 @@
+"""Talking to Huawei Cloud: transport, client, rate limit and authentication."""

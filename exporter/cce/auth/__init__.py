@@ -1,0 +1,1 @@
+"""Ways of authenticating requests to the CCE API."""

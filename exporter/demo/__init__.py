@@ -1,0 +1,1 @@
+"""The built-in simulated CCE API and the demo run."""

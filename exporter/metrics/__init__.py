@@ -1,0 +1,1 @@
+"""Every metric the exporter exposes, declared under its exposed name."""

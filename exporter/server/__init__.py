@@ -1,0 +1,1 @@
+"""The HTTP side: endpoints, the status page, the job API and the web config."""

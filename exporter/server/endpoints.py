@@ -1,0 +1,164 @@
+"""The HTTP server: /metrics, /healthz, /readyz, the job status views and a landing page."""
+
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.jobs.state import JobStore
+from exporter.metrics.cce_job import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
+from exporter.server.statuspage import CONTENT_SECURITY_POLICY, jobs_json, render_html
+
+
+@dataclass(frozen=True, slots=True)
+class WebContext:
+    """What the HTTP handlers read: the store, its renderer, readiness."""
+
+    store: JobStore
+    renderer: Renderer
+    ready: Callable[[], bool]
+    project_id: str = ""
+
+
+_CONTEXT = web.AppKey("context", WebContext)
+
+_LANDING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>CCE job exporter</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 2em auto">
+<h1>CCE job exporter</h1>
+<p>Version {version}. Watching {jobs} job(s).</p>
+<ul>
+<li><a href="metrics">/metrics</a>: the metrics, for Prometheus</li>
+<li><a href="healthz">/healthz</a>: 200 while the process runs</li>
+<li><a href="readyz">/readyz</a>: 200 once every watched job has been polled</li>
+<li><a href="jobs">/jobs</a>: the watched jobs, for people</li>
+<li><a href="api/v1/jobs">/api/v1/jobs</a>: the same as JSON</li>
+</ul>
+</body></html>
+"""
+
+
+def _weights(header: str) -> list[tuple[str, float]]:
+    """Read an Accept or Accept-Encoding header: each element in lower case, with its q."""
+    weights = []
+    for element in header.split(","):
+        name, *params = (piece.strip() for piece in element.split(";"))
+        if not name:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0  # a weight that does not parse accepts nothing
+                if not 0 <= q <= 1:  # nan and out of range too
+                    q = 0.0
+        weights.append((name.lower(), q))
+    return weights
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Tell whether the scraper asks for OpenMetrics, and likes it at least as well as text."""
+    weights = _weights(accept)
+    openmetrics = max(
+        (q for name, q in weights if name == "application/openmetrics-text"), default=0
+    )
+    text = max((q for name, q in weights if name == "text/plain"), default=0)
+    return openmetrics > 0 and openmetrics >= text
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """Tell whether the scraper accepts a gzip body (by name, or by `*`)."""
+    weights = dict(_weights(accept_encoding))
+    return weights.get("gzip", weights.get("*", 0)) > 0
+
+
+# Plain-text scrapes are sent in writes of about this size, so that a large
+# exposition is never copied whole into one buffer.
+_WRITE_BYTES = 1 << 20
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Serve the exposition, rendered from the stored job states."""
+    context = request.app[_CONTEXT]
+    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+    if wants_gzip(request.headers.get("Accept-Encoding", "")):
+        body = context.renderer.render_gzip(context.store, openmetrics=openmetrics)
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+    # The parts are taken now, in one go: the body is one consistent view.
+    parts = context.renderer.render_parts(context.store, openmetrics=openmetrics)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = sum(len(part) for part in parts)
+    await response.prepare(request)
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        batch.append(part)
+        size += len(part)
+        if size >= _WRITE_BYTES:
+            await response.write(b"".join(batch))
+            batch, size = [], 0
+    await response.write(b"".join(batch))
+    await response.write_eof()
+    return response
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Answer 200 while the process runs."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 once every watched job has been polled at least once, else 503."""
+    context = request.app[_CONTEXT]
+    if context.ready():
+        return web.Response(text="ready\n")
+    waiting = sum(1 for state in context.store if state.polls == 0)
+    return web.Response(status=503, text=f"not ready: {waiting} job(s) not polled yet\n")
+
+
+async def landing(request: web.Request) -> web.Response:
+    """Serve a small page that links the others."""
+    context = request.app[_CONTEXT]
+    page = _LANDING.format(version=html.escape(__version__), jobs=len(context.store))
+    return web.Response(text=page, content_type="text/html")
+
+
+async def jobs_page(request: web.Request) -> web.Response:
+    """Serve the status page: every watched job as a tree."""
+    context = request.app[_CONTEXT]
+    page = render_html(context.store, context.project_id, time.time())
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "X-Content-Type-Options": "nosniff",
+    }
+    return web.Response(text=page, content_type="text/html", headers=headers)
+
+
+async def jobs_api(request: web.Request) -> web.Response:
+    """Serve the watched jobs as JSON."""
+    context = request.app[_CONTEXT]
+    return web.json_response(jobs_json(context.store, context.project_id, time.time()))
+
+
+def create_app(context: WebContext) -> web.Application:
+    """Build the aiohttp application."""
+    app = web.Application()
+    app[_CONTEXT] = context
+    app.router.add_get("/", landing)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/jobs", jobs_page)
+    app.router.add_get("/api/v1/jobs", jobs_api)
+    return app

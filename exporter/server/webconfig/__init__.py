@@ -1,0 +1,1 @@
+"""TLS and basic auth for the HTTP server, from a web-config.yml."""

@@ -1,0 +1,1 @@
+"""Settings: the model, where each value comes from, and their checks."""

@@ -1,0 +1,1 @@
+"""Which jobs are watched: the watch list and the routes that feed it."""

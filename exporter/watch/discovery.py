@@ -1,0 +1,182 @@
+"""The discovery route: watch the jobs that the project's v2 job list shows.
+
+Every `discover_interval` the job list is read; a job created within
+`discover_max_age` whose type matches `discover_job_types` is handed to the
+watch list once. A job the list already shows finished, with everything the
+metrics need, is stored from the list as it is: it costs no v3 request. A
+failed read changes nothing.
+"""
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from exporter.errors import ApiError
+from exporter.jobs.ids import is_valid_id
+from exporter.jobs.state import JobState, ended_at
+from exporter.jobs.tree import InvalidJobError
+from exporter.jobs.v2 import ListedJob
+from exporter.logs import event
+from exporter.metrics.cce_exporter import Instruments
+from exporter.watch.watchlist import Outcome, Route, WatchList
+
+log = logging.getLogger(__name__)
+
+
+class JobLister(Protocol):
+    """What discovery needs of the client."""
+
+    async def list_jobs(self, project_id: str) -> list[ListedJob]:
+        """Read the project's job list."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """How discovery picks jobs."""
+
+    project_id: str
+    interval: float = 60.0
+    max_age: float = 86400.0
+    job_types: re.Pattern[str] | None = None
+    # Seconds a finished job keeps its series: a job listed as finished longer
+    # ago than this is not watched at all.
+    finished_retention: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """What one read of the job list did."""
+
+    listed: int
+    watched: int  # handed to the watch list for polling
+    stored_finished: int  # stored from the list, with no v3 request
+    ok: bool = True
+
+
+class Discovery:
+    """Reads the job list now and then and feeds the jobs that qualify to the watch list."""
+
+    def __init__(
+        self,
+        lister: JobLister,
+        watchlist: WatchList,
+        instruments: Instruments,
+        settings: DiscoverySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._lister = lister
+        self._watchlist = watchlist
+        # Whether the list has been read (or tried) once: until then, readiness waits.
+        self.tried = False
+        self._instruments = instruments
+        self._settings = settings
+        self._clock = clock
+        # Jobs already handed over (or judged) that the list still shows: they
+        # are not offered again, so a job that expired or was removed through
+        # the job API stays away. Forgotten once the list no longer shows them.
+        self._done: set[str] = set()
+        self._invalid: set[str] = set()
+
+    async def refresh(self) -> Pass:
+        """Read the job list once and act on it."""
+        try:
+            listed = await self._lister.list_jobs(self._settings.project_id)
+        except ApiError as exc:
+            self.tried = True
+            event(
+                log,
+                logging.WARNING,
+                "discovery_failed",
+                error=exc.kind.value,
+                detail=str(exc),
+                kept=len(self._done),
+            )
+            return Pass(0, 0, 0, ok=False)
+        self.tried = True
+        now = self._clock()
+        present: set[str] = set()
+        invalid: set[str] = set()
+        watched = stored = 0
+        for job in listed:
+            job_id = job.job_id
+            if job_id is None:
+                continue
+            present.add(job_id)
+            if job_id in self._done or not self._qualifies(job, now):
+                continue
+            if not is_valid_id(job_id):
+                invalid.add(job_id)
+                continue
+            if self._watchlist.owns(job_id):
+                offered = self._offer(job, job_id, now)
+                if offered is not None:
+                    outcome, from_list = offered
+                    if outcome.refused:
+                        continue  # offered again next time, when there may be room
+                    stored += len(outcome.added) if from_list else 0
+                    watched += 0 if from_list else len(outcome.added)
+            self._done.add(job_id)
+        # An invalid ID is counted once while the list shows it.
+        if invalid - self._invalid:
+            self._watchlist.add(Route.DISCOVERY, sorted(invalid - self._invalid))
+        self._invalid = invalid
+        self._done &= present
+        event(
+            log,
+            logging.DEBUG,
+            "discovery_pass",
+            listed=len(listed),
+            watched=watched,
+            stored_finished=stored,
+        )
+        return Pass(len(listed), watched, stored)
+
+    async def run(self) -> None:
+        """Read the job list every interval for ever; cancel to stop."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._settings.interval)
+
+    def _qualifies(self, job: ListedJob, now: float) -> bool:
+        """Tell whether a listed job is recent enough and of a wanted type."""
+        if job.created_ns is None or job.created_ns / 1e9 < now - self._settings.max_age:
+            return False
+        pattern = self._settings.job_types
+        return pattern is None or pattern.fullmatch(job.job_type) is not None
+
+    def _offer(self, job: ListedJob, job_id: str, now: float) -> tuple[Outcome, bool] | None:
+        """Hand one job to the watch list: (what became of it, whether stored from the list).
+
+        None when the job ended too long ago to be watched at all.
+        """
+        if not job.finished:
+            return self._watchlist.add(Route.DISCOVERY, [job_id]), False
+        # The same rule as a job polled finished at its first read: retention
+        # counts from its end, and a job past it is not watched at all.
+        ended = ended_at(job.completed_ns, now)
+        if ended + self._settings.finished_retention <= now:
+            return None
+        state = self._finished_state(job, job_id, now, ended)
+        if state is None:
+            return self._watchlist.add(Route.DISCOVERY, [job_id]), False
+        return self._watchlist.adopt(Route.DISCOVERY, state), True
+
+    @staticmethod
+    def _finished_state(job: ListedJob, job_id: str, now: float, ended: float) -> JobState | None:
+        """Build the state of a job listed finished, if the list says all the metrics need."""
+        try:
+            tree = job.tree()
+        except InvalidJobError:
+            return None
+        root = tree.root
+        if tree.parse_errors or not root.finished or root.created_ns is None:
+            return None
+        if root.updated_ns is None:
+            return None
+        return replace(JobState(job_id).succeeded(tree, now), finished_at=ended)

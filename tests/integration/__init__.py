@@ -1,0 +1,1 @@
+"""Real aiohttp servers on loopback."""

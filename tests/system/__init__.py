@@ -1,0 +1,1 @@
+"""Subprocesses and real programs: Prometheus, Alertmanager, Chromium, the soak."""

@@ -1,0 +1,26 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_at_a_tiny_size() -> None:
+    """The benchmark script runs every benchmark at a tiny size and prints its figures."""
+    result = subprocess.run(  # noqa: S603 - our own script, with this interpreter
+        [sys.executable, str(BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for section in ("scrape:", "poll:", "requests:", "memory:"):
+        assert section in out
+    assert "/metrics gzip time / (generate_latest + gzip time)" in out
+    assert "v3 requests for jobs known finished" in out
+    assert "goals:" in out

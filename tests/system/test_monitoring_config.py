@@ -1,0 +1,205 @@
+"""The shipped monitoring files: checked by the real promtool, amtool and hadolint."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import require_program
+
+ROOT = Path(__file__).parents[2]
+CONFIG = ROOT / "config"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "cce-jobs.json"
+ALERTS = ("CCEJobFailed", "CCEJobStuck", "CCEJobPollFailing", "CCEExporterDown", "CCEApiThrottled")
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+
+
+def test_promtool_checks_the_prometheus_config() -> None:
+    """`promtool check config` accepts prometheus.yml and the rule file it loads."""
+    promtool = require_program("promtool")
+    result = _run(promtool, "check", "config", str(CONFIG / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_checks_the_rules() -> None:
+    """`promtool check rules` accepts alerts.yml."""
+    promtool = require_program("promtool")
+    result = _run(promtool, "check", "rules", str(CONFIG / "alerts.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_of_the_rules_pass() -> None:
+    """`promtool test rules` passes alerts.test.yml."""
+    promtool = require_program("promtool")
+    result = _run(promtool, "test", "rules", str(CONFIG / "alerts.test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_amtool_checks_the_alertmanager_config() -> None:
+    """`amtool check-config` accepts alertmanager.yml."""
+    amtool = require_program("amtool")
+    result = _run(amtool, "check-config", str(CONFIG / "alertmanager.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _alert_rules() -> dict[str, dict[str, Any]]:
+    groups = yaml.safe_load((CONFIG / "alerts.yml").read_text())["groups"]
+    return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
+
+
+def test_every_spec_alert_is_shipped_with_severity_and_texts() -> None:
+    """Each alert of the spec exists, with severity, summary, description and runbook."""
+    rules = _alert_rules()
+    assert set(rules) == set(ALERTS)
+    for name, rule in rules.items():
+        assert rule["labels"]["severity"] in ("critical", "warning"), name
+        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), name
+
+
+def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
+    """alerts.test.yml checks each alert at least once firing and once silent."""
+    tests = yaml.safe_load((CONFIG / "alerts.test.yml").read_text())["tests"]
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for test in tests:
+        for case in test.get("alert_rule_test", []):
+            expected = case.get("exp_alerts") or []
+            (firing if expected else silent).add(case["alertname"])
+            for alert in expected:
+                assert {"summary", "description", "runbook"} <= set(alert["exp_annotations"])
+    assert firing == set(ALERTS)
+    assert silent == set(ALERTS)
+
+
+def test_job_alerts_name_the_job_type_and_cluster() -> None:
+    """The job alerts' texts name the job, its type and its cluster; failures the reason."""
+    rules = _alert_rules()
+    for name in ("CCEJobFailed", "CCEJobStuck", "CCEJobPollFailing"):
+        text = rules[name]["annotations"]["summary"] + rules[name]["annotations"]["description"]
+        for label in ("job_id", "job_type", "cluster_id"):
+            assert f"$labels.{label}" in text, (name, label)
+    assert "$labels.reason" in rules["CCEJobFailed"]["annotations"]["description"]
+
+
+def test_compose_file_references_only_files_in_the_repository() -> None:
+    """Every bind mount and build context of docker-compose.yml exists in the repository."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert set(compose["services"]) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    checked = 0
+    for service in compose["services"].values():
+        if "build" in service:
+            assert (ROOT / service["build"] / "Dockerfile").is_file()
+            checked += 1
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), source
+                checked += 1
+    assert checked >= 5
+
+
+def test_compose_wires_the_services_as_the_configs_expect() -> None:
+    """The Prometheus config scrapes the compose exporter and alerts its Alertmanager."""
+    prometheus = yaml.safe_load((CONFIG / "prometheus.yml").read_text())
+    scrape = prometheus["scrape_configs"][0]
+    assert scrape["job_name"] == "cce-job-exporter"
+    assert scrape["static_configs"][0]["targets"] == ["exporter:9849"]
+    targets = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    source = yaml.safe_load((ROOT / "grafana" / "datasources" / "prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((ROOT / "grafana" / "dashboards" / "provider.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/etc/grafana/provisioning/dashboards"
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    panels = []
+    for panel in dashboard["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def test_dashboard_is_current_and_uses_its_variables() -> None:
+    """The dashboard: recent schema, a datasource variable used by every panel and target."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["schemaVersion"] >= 39
+    variables = {var["name"]: var for var in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("project_id", "cluster_id", "job_type"):
+        assert variables[name]["datasource"] == DATASOURCE
+        assert variables[name]["definition"].startswith("label_values(")
+    ids = [panel["id"] for panel in _panels(dashboard)]
+    assert len(ids) == len(set(ids))
+    targets = 0
+    for panel in _panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, panel["title"]
+            assert target["expr"].strip(), panel["title"]
+            targets += 1
+    assert targets >= 15
+    exprs = " ".join(t["expr"] for p in _panels(dashboard) for t in p.get("targets", []))
+    for name in ("project_id", "cluster_id", "job_type"):
+        assert f"${name}" in exprs
+
+
+def test_dashboard_has_the_panels_a_reader_needs() -> None:
+    """Phase counts, a job table, a state timeline, progress, durations and exporter health."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    kinds = [panel["type"] for panel in _panels(dashboard)]
+    for kind in ("stat", "table", "state-timeline", "bargauge", "timeseries"):
+        assert kind in kinds
+    exprs = " ".join(t["expr"] for p in _panels(dashboard) for t in p.get("targets", []))
+    for metric in (
+        "cce_job_status_phase",
+        "cce_job_info",
+        "cce_job_progress_ratio",
+        "cce_job_duration_seconds",
+        "cce_job_status_reason_info",
+        "cce_job_poll_errors_total",
+        "cce_exporter_api_request_duration_seconds_bucket",
+        'cce_exporter_api_requests_total{code="429"}',
+        "cce_exporter_token_expiry_timestamp_seconds",
+    ):
+        assert metric in exprs, metric
+    table = next(p for p in _panels(dashboard) if p["type"] == "table")
+    renamed = set(table["transformations"][1]["options"]["renameByName"].values())
+    assert {"Type", "Cluster", "Resource", "Phase", "Progress", "Duration", "Reason"} <= renamed
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).is_file():
+        return require_program("hadolint")
+    return found
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """Hadolint finds nothing to say about the Dockerfile."""
+    result = _run(_hadolint(), "--no-color", str(ROOT / "Dockerfile"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("path", ["prometheus.yml", "alertmanager.yml", "alerts.yml"])
+def test_configs_point_at_no_real_host(path: str) -> None:
+    """The examples' receiver hosts are reserved example names, never a real address."""
+    text = (CONFIG / path).read_text()
+    for url in re.findall(r"https?://([^/:\s]+)", text):
+        assert url.endswith(".example") or url in ("localhost", "127.0.0.1"), url

@@ -1,0 +1,494 @@
+"""The whole loop with the real programs: exporter, Prometheus, rules, Alertmanager, webhook.
+
+One stack per module: the stand-in CCE API (tests/standin.py) serves a failed,
+a stuck, an unreadable, a throttled, a finished and a young running job; the
+real exporter (`python -m exporter`) polls it; a real Prometheus scrapes the
+exporter (and a second, dead target) with the shipped scrape config and
+evaluates the shipped rules; a real Alertmanager routes the alerts with the
+shipped routing tree to a webhook served by the test.
+
+What the test changes in the shipped files, and only that:
+- intervals: scrape and evaluation every second instead of 30 s;
+- the rules' `for:` durations become 1 s, so that alerts fire in seconds
+  instead of minutes, but CCEExporterDown's 20 s (EXPORTER_DOWN_FOR);
+  every expression, label and annotation is the shipped one;
+- targets and addresses: loopback, on free ports;
+- Alertmanager's group_wait and group_interval become 1 s, and its receivers'
+  URLs the test's webhook.
+"""
+
+import json
+import re
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import standin
+from tests.conftest import require_program
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).parents[2]
+CONFIG = ROOT / "config"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "cce-jobs.json"
+# How long the test waits for the whole loop; it takes about 25 s.
+DEADLINE = 90.0
+# CCEExporterDown's `for:` here. Its `absent(up{job="cce-job-exporter"})` branch
+# holds from Prometheus' start until its first scrape (a few seconds, more on a
+# busy machine): with 1 s, that start-up absence could fire and reach the
+# webhook as an alert without an instance. The dead target's alert still fires
+# well within DEADLINE.
+EXPORTER_DOWN_FOR = "20s"
+# Queries that have data only with IAM authentication (the stand-in uses a token).
+IAM_ONLY = ("cce_exporter_token_expiry_timestamp_seconds",)
+
+
+@dataclass
+class Stack:
+    """The running loop: where each part answers and what the webhook got."""
+
+    servers: standin.Servers
+    exporter_url: str
+    prometheus_url: str
+    alertmanager_url: str
+    dead_target: str
+
+
+def _shortened_rules(target: Path) -> None:
+    """Copy the shipped rules with every `for:` at 1 s (one at 20 s); nothing else changes."""
+    rules = yaml.safe_load((CONFIG / "alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rule["for"] = EXPORTER_DOWN_FOR if rule["alert"] == "CCEExporterDown" else "1s"
+    target.write_text(yaml.safe_dump(rules, sort_keys=False))
+
+
+def _prometheus_config(target: Path, rules: Path, exporter: str, dead: str, am: str) -> None:
+    config = yaml.safe_load((CONFIG / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(rules)]
+    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [am]
+    scrape = config["scrape_configs"][0]
+    scrape["scrape_interval"] = "1s"
+    scrape["scrape_timeout"] = "1s"
+    shipped = scrape["static_configs"][0]["labels"]
+    scrape["static_configs"] = [
+        {"targets": [exporter], "labels": shipped},
+        {"targets": [dead], "labels": {**shipped, "__display_name": "dead-exporter"}},
+    ]
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _alertmanager_config(target: Path, webhook: str) -> None:
+    config = yaml.safe_load((CONFIG / "alertmanager.yml").read_text())
+    routes = [config["route"]]
+    while routes:
+        route = routes.pop()
+        route["group_wait"] = "1s"
+        route["group_interval"] = "1s"
+        routes.extend(route.get("routes", []))
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = webhook
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Run the whole loop for the tests of this module."""
+    prometheus = require_program("prometheus")
+    alertmanager = require_program("prometheus-alertmanager")
+    work = tmp_path_factory.mktemp("monitoring")
+    processes: list[subprocess.Popen[bytes]] = []
+    # A bound socket that never listens: a scrape target that refuses connections.
+    with (
+        standin.serving() as servers,
+        standin.running_exporter(
+            servers.api_url, standin.SCENARIO_JOBS, work / "exporter.log"
+        ) as exporter_url,
+        standin.reserved_port() as dead_port,
+    ):
+        try:
+            _alertmanager_config(work / "alertmanager.yml", servers.webhook_url)
+            alertmanager_process, am_url = standin.start_server(
+                lambda port: [
+                    alertmanager,
+                    f"--config.file={work / 'alertmanager.yml'}",
+                    f"--storage.path={work / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--cluster.listen-address=",
+                    "--log.level=warn",
+                ],
+                work / "alertmanager.log",
+                "/-/ready",
+            )
+            processes.append(alertmanager_process)
+            _shortened_rules(work / "alerts.yml")
+            dead_target = f"127.0.0.1:{dead_port}"
+            _prometheus_config(
+                work / "prometheus.yml",
+                work / "alerts.yml",
+                exporter_url.removeprefix("http://"),
+                dead_target,
+                am_url.removeprefix("http://"),
+            )
+            prometheus_process, prom_url = standin.start_server(
+                lambda port: [
+                    prometheus,
+                    f"--config.file={work / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={work / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                work / "prometheus.log",
+                "/-/ready",
+            )
+            processes.append(prometheus_process)
+            yield Stack(servers, exporter_url, prom_url, am_url, dead_target)
+        finally:
+            for process in processes:
+                standin.stop(process)
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback only
+        return json.load(response)
+
+
+def query(stack: Stack, expr: str, *, range_seconds: float = 0) -> dict[str, Any]:
+    """Run a PromQL query (instant, or a range ending now); return the API's answer."""
+    if range_seconds:
+        now = time.time()
+        params = {"query": expr, "start": now - range_seconds, "end": now, "step": 1}
+        url = f"{stack.prometheus_url}/api/v1/query_range?{urllib.parse.urlencode(params)}"
+    else:
+        url = f"{stack.prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    try:
+        answer: dict[str, Any] = _get_json(url)
+    except urllib.error.HTTPError as exc:
+        answer = json.load(exc)
+    return answer
+
+
+def _job_ids(stack: Stack, expr: str) -> set[str]:
+    """The job IDs of the series an instant query returns."""
+    return {series["metric"]["job_id"] for series in query(stack, expr)["data"]["result"]}
+
+
+@pytest.fixture(scope="module")
+def scraped(stack: Stack) -> None:
+    """The loop once Prometheus holds every watched job: its tree, or its failing polls."""
+    readable = {standin.FAILED_JOB, standin.STUCK_JOB, standin.DONE_JOB, standin.RUNNING_JOB}
+    unreadable = {standin.FAILING_JOB, standin.THROTTLED_JOB}
+
+    def holds_all() -> bool:
+        return (
+            _job_ids(stack, 'cce_job_info{depth="0"}') == readable
+            and _job_ids(stack, "cce_job_poll_success == 0") == unreadable
+        )
+
+    deadline = time.monotonic() + DEADLINE
+    while not holds_all():
+        assert time.monotonic() < deadline, "Prometheus never held every watched job"
+        time.sleep(0.5)
+
+
+def _alerts_by_key(stack: Stack) -> dict[tuple[str, str], dict[str, Any]]:
+    """The firing alerts the webhook received, by (alertname, job_id or instance)."""
+    alerts: dict[tuple[str, str], dict[str, Any]] = {}
+    for notification in stack.servers.received():
+        for alert in notification["alerts"]:
+            if alert["status"] != "firing":
+                continue
+            labels = alert["labels"]
+            key = (labels["alertname"], labels.get("job_id") or labels.get("instance", ""))
+            alerts[key] = alert | {"receiver": notification["receiver"]}
+    return alerts
+
+
+EXPECTED = {
+    ("CCEJobFailed", standin.FAILED_JOB),
+    ("CCEJobStuck", standin.STUCK_JOB),
+    ("CCEJobPollFailing", standin.FAILING_JOB),
+    ("CCEJobPollFailing", standin.THROTTLED_JOB),
+    ("CCEApiThrottled", "demo-exporter"),
+    ("CCEExporterDown", "dead-exporter"),
+}
+
+
+def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> None:
+    """Each expected alert arrives at the webhook, routed and with its texts filled in."""
+    deadline = time.monotonic() + DEADLINE
+    alerts = _alerts_by_key(stack)
+    while not set(alerts) >= EXPECTED and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alerts = _alerts_by_key(stack)
+    assert set(alerts) >= EXPECTED, f"missing {EXPECTED - set(alerts)}; got {sorted(alerts)}"
+    # Nothing for the finished job, the young running one, or a sub-job.
+    assert set(alerts) == EXPECTED
+
+    failed = alerts["CCEJobFailed", standin.FAILED_JOB]
+    assert failed["receiver"] == "on-call-pager"
+    for key, value in {
+        "severity": "critical",
+        "job_type": "CreateCluster",
+        "cluster_id": standin.CLUSTER_A,
+        "resource_name": "prod-cluster",
+        "reason": standin.FAILURE_REASON,
+        "region": "cn-north-4",
+        "environment": "demo",
+        "project_id": standin.PROJECT_ID,
+    }.items():
+        assert failed["labels"][key] == value, key
+    # No instance: a restarted exporter (a new pod IP) must not make it a new alert.
+    assert "instance" not in failed["labels"]
+    assert failed["annotations"]["summary"] == (
+        f"CCE CreateCluster job {standin.FAILED_JOB} failed on cluster {standin.CLUSTER_A}"
+    )
+    assert failed["annotations"]["description"] == (
+        f"The CreateCluster job {standin.FAILED_JOB} for prod-cluster on cluster "
+        f"{standin.CLUSTER_A} in project {standin.PROJECT_ID} ended Failed. "
+        f"Reason: {standin.FAILURE_REASON}. Failed steps: InstallMaster."
+    )
+    assert failed["annotations"]["runbook"].startswith("Open the job in the CCE console")
+
+    stuck = alerts["CCEJobStuck", standin.STUCK_JOB]
+    assert stuck["receiver"] == "on-call-pager"
+    assert stuck["labels"]["job_type"] == "CreateNode"
+    assert stuck["labels"]["cluster_id"] == standin.CLUSTER_B
+    # Only labels a running job keeps: its resource can appear mid-run.
+    assert not {"instance", "resource_id", "resource_name"} & set(stuck["labels"])
+    assert re.fullmatch(
+        rf"CCE CreateNode job {standin.STUCK_JOB} on cluster {standin.CLUSTER_B} "
+        r"has not finished after 3h 0m \d+s",
+        stuck["annotations"]["summary"],
+    ), stuck["annotations"]["summary"]
+    assert re.fullmatch(
+        rf"The CreateNode job {standin.STUCK_JOB} for node-7 on cluster {standin.CLUSTER_B} "
+        rf"in project {standin.PROJECT_ID} was created 3h 0m \d+s ago and is still not "
+        r"finished; jobs of this type should take less than 45m 0s\.",
+        stuck["annotations"]["description"],
+    ), stuck["annotations"]["description"]
+
+    failing = alerts["CCEJobPollFailing", standin.FAILING_JOB]
+    assert failing["receiver"] == "team-chat"
+    assert failing["labels"]["severity"] == "warning"
+    assert failing["annotations"]["summary"] == (
+        f"cce-job-exporter cannot read CCE job {standin.FAILING_JOB} (type not known yet)"
+    )
+    assert failing["annotations"]["description"].endswith("errors: server_error.")
+    throttled_job = alerts["CCEJobPollFailing", standin.THROTTLED_JOB]
+    assert throttled_job["annotations"]["description"].endswith("errors: throttled.")
+
+    throttled = alerts["CCEApiThrottled", "demo-exporter"]
+    assert throttled["labels"]["operation"] == "show_job"
+    # The target labels reach this alert too.
+    assert throttled["labels"]["region"] == "cn-north-4"
+    assert throttled["labels"]["environment"] == "demo"
+    assert throttled["annotations"]["summary"] == (
+        "The CCE API is throttling cce-job-exporter demo-exporter (show_job)"
+    )
+
+    down = alerts["CCEExporterDown", "dead-exporter"]
+    assert down["receiver"] == "on-call-pager"
+    assert down["annotations"]["summary"] == "cce-job-exporter dead-exporter is down"
+
+
+def _poll_failing_groups(stack: Stack) -> list[tuple[dict[str, str], set[str]]]:
+    """The CCEJobPollFailing notifications: their group labels and the jobs they list."""
+    return [
+        (
+            notification["groupLabels"],
+            {alert["labels"]["job_id"] for alert in notification["alerts"]},
+        )
+        for notification in stack.servers.received()
+        if notification["groupLabels"].get("alertname") == "CCEJobPollFailing"
+    ]
+
+
+def test_failing_polls_of_a_project_make_one_notification(stack: Stack) -> None:
+    """Every job of a project whose polls fail is listed in one notification, not one each."""
+    wanted = {standin.FAILING_JOB, standin.THROTTLED_JOB}
+    deadline = time.monotonic() + DEADLINE
+    groups = _poll_failing_groups(stack)
+    while not any(jobs >= wanted for _, jobs in groups) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        groups = _poll_failing_groups(stack)
+    assert any(jobs >= wanted for _, jobs in groups), groups
+    for labels, _ in groups:
+        assert labels == {"alertname": "CCEJobPollFailing", "project_id": standin.PROJECT_ID}
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        inner
+        for panel in dashboard["panels"]
+        for inner in [panel, *panel.get("panels", [])]
+        if inner.get("targets")
+    ]
+
+
+def _variable_values(stack: Stack, definition: str, chosen: dict[str, str]) -> list[str]:
+    """Run a `label_values(selector, label)` variable query as Grafana would."""
+    match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", definition)
+    assert match, definition
+    selector, label = match.groups()
+    answer = query(stack, f"group by ({label}) ({_fill(selector, chosen)})")
+    assert answer["status"] == "success", (definition, answer)
+    return sorted(series["metric"].get(label, "") for series in answer["data"]["result"])
+
+
+def _grafana_escape(value: str) -> str:
+    """Escape a value for a regex matcher in a PromQL string, as Grafana does."""
+    value = value.replace("\\", "\\\\\\\\")
+    return re.sub(r"[$^*{}\[\]'+?.()|]", lambda m: "\\\\" + m.group(0), value)
+
+
+def _fill(expr: str, chosen: dict[str, str]) -> str:
+    """Substitute the dashboard's variables the way Grafana does for Prometheus."""
+    for name, value in chosen.items():
+        expr = expr.replace(f"${name}", value)
+    expr = expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+    return expr.replace("$__range", "5m")
+
+
+def test_every_dashboard_query_answers_with_data(stack: Stack) -> None:
+    """With its variables filled in, every query of the dashboard runs and returns data."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    # Fill the variables in order, each from its own query, as Grafana does,
+    # selecting every value it offers (a multi-value selection: "(a|b)").
+    chosen: dict[str, str] = {}
+    deadline = time.monotonic() + DEADLINE
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        values = _variable_values(stack, variable["definition"], chosen)
+        while not values and time.monotonic() < deadline:
+            time.sleep(0.5)
+            values = _variable_values(stack, variable["definition"], chosen)
+        assert values, variable["name"]
+        chosen[variable["name"]] = "(" + "|".join(_grafana_escape(v) for v in values) + ")"
+    assert standin.PROJECT_ID in chosen["project_id"]
+    assert standin.CLUSTER_A in chosen["cluster_id"]
+    assert "CreateCluster" in chosen["job_type"]
+
+    # Rates need a few scrapes: wait until the slowest kind of query has data.
+    while (
+        not query(stack, "rate(cce_exporter_api_requests_total[15s]) > 0")["data"]["result"]
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+
+    checked = 0
+    for panel in _panels(dashboard):
+        for target in panel["targets"]:
+            expr = _fill(target["expr"], chosen)
+            assert "$" not in expr, (panel["title"], expr)
+            answer = query(stack, expr, range_seconds=0 if target.get("instant") else 30)
+            assert answer["status"] == "success", (panel["title"], expr, answer)
+            checked += 1
+            if any(name in expr for name in IAM_ONLY):
+                continue
+            assert answer["data"]["result"], (panel["title"], expr)
+    assert checked >= 15
+
+
+@pytest.mark.usefixtures("scraped")
+def test_dashboard_table_shows_the_failed_job(stack: Stack) -> None:
+    """The table's queries give the failed job's phase, progress, duration and reason."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    table = next(p for p in _panels(dashboard) if p["type"] == "table")
+    everything = {"project_id": ".*", "cluster_id": ".*", "job_type": ".*"}
+    rows: dict[str, dict[str, Any]] = {}
+    for target in table["targets"]:
+        answer = query(stack, _fill(target["expr"], everything))
+        for series in answer["data"]["result"]:
+            row = rows.setdefault(series["metric"]["job_id"], {})
+            row.update(series["metric"])
+            row[target["refId"]] = float(series["value"][1])
+    failed = rows[standin.FAILED_JOB]
+    assert failed["phase"] == "Failed"
+    assert failed["reason"] == standin.FAILURE_REASON
+    assert failed["C"] == 0.5  # one of its two sub-jobs succeeded
+    assert failed["D"] == pytest.approx(1800, abs=1)  # 0.7 h - 0.2 h
+    assert rows[standin.STUCK_JOB]["D"] == pytest.approx(3 * 3600, abs=30)
+    # Only watched jobs are rows: no sub-job, and the unreadable jobs have no tree.
+    assert set(rows) == {
+        standin.FAILED_JOB,
+        standin.STUCK_JOB,
+        standin.DONE_JOB,
+        standin.RUNNING_JOB,
+    }
+
+
+@pytest.mark.usefixtures("scraped")
+def test_dashboard_failing_polls_follow_the_cluster_and_type(stack: Stack) -> None:
+    """Failing-poll panels count never-read jobs under "All" only, and follow the filters."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = {panel["title"]: panel for panel in _panels(dashboard)}
+    count = panels["Jobs whose polls fail"]["targets"][0]["expr"]
+    by_kind = panels["Failed polls by kind"]["targets"][0]["expr"]
+    everything = {"project_id": ".*", "cluster_id": ".*", "job_type": ".*"}
+    one_cluster = everything | {"cluster_id": standin.CLUSTER_A}
+    # The two unreadable jobs were never read: no type, no cluster.
+    answer = query(stack, _fill(count, everything))
+    assert [float(s["value"][1]) for s in answer["data"]["result"]] == [2.0]
+    answer = query(stack, _fill(count, one_cluster))
+    assert [float(s["value"][1]) for s in answer["data"]["result"]] == [0.0]
+
+    def failing_kinds(chosen: dict[str, str]) -> set[str]:
+        answer = query(stack, _fill(by_kind, chosen))
+        return {s["metric"]["error"] for s in answer["data"]["result"] if float(s["value"][1])}
+
+    deadline = time.monotonic() + DEADLINE
+    while not failing_kinds(everything) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert failing_kinds(everything) <= {"server_error", "throttled"}
+    assert failing_kinds(everything)
+    # The readable jobs of cluster A fail no poll; the unreadable ones are left out.
+    assert failing_kinds(one_cluster) == set()
+
+
+def _readme_queries() -> list[str]:
+    """The PromQL examples of the README, one query per comment-headed block."""
+    readme = (ROOT / "README.md").read_text()
+    opening = readme.index("```promql", readme.index("### Example queries")) + len("```promql")
+    block = readme[opening : readme.index("```", opening)]
+    queries, current = [], []
+    for line in block.strip().splitlines():
+        if line.startswith("#"):
+            if current:
+                queries.append("\n".join(current))
+            current = []
+        elif line.strip():
+            current.append(line)
+    queries.append("\n".join(current))
+    return queries
+
+
+def test_readme_example_queries_answer(stack: Stack) -> None:
+    """Every example query of the README runs against the real Prometheus and returns data.
+
+    A query over a rate of errors needs two scrapes that saw the counter move,
+    so each query is given up to 30 s to return data.
+    """
+    queries = _readme_queries()
+    assert len(queries) >= 6
+    for expr in queries:
+        deadline = time.monotonic() + 30
+        while True:
+            answer = query(stack, expr)
+            assert answer["status"] == "success", (expr, answer)
+            if answer["data"]["result"] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert answer["data"]["result"], expr
