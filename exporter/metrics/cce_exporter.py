@@ -52,7 +52,7 @@ class Instruments:
         for state in ("active", "finished"):
             self.watched_jobs.labels(state)
         self.api_requests = Counter(
-            "cce_exporter_api_requests",
+            "cce_exporter_api_requests_total",
             "Requests to the CCE and IAM APIs by operation and HTTP status (error when none).",
             ["operation", "code"],
             registry=r,
@@ -70,13 +70,13 @@ class Instruments:
             registry=r,
         )
         self.parse_errors = Counter(
-            "cce_exporter_parse_errors",
+            "cce_exporter_parse_errors_total",
             "Values in API answers that could not be parsed, by field.",
             ["field"],
             registry=r,
         )
         self.rejected_jobs = Counter(
-            "cce_exporter_rejected_jobs",
+            "cce_exporter_rejected_jobs_total",
             "Job IDs refused, by reason.",
             ["reason"],
             registry=r,
