@@ -29,8 +29,10 @@ from exporter.metrics.cce_job import Renderer
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server import adminapi
 from exporter.server.endpoints import WebContext, create_app
-from exporter.server.webconfig.live import LiveWebConfig, WebConfigError, secure
-from exporter.settings.model import AUTH_METHODS, ConfigError, Problem, Settings, split_host_port
+from exporter.server.webconfig.format import WebConfigError
+from exporter.server.webconfig.live import LiveWebConfig, secure
+from exporter.settings.load import ConfigError, Problem
+from exporter.settings.model import AUTH_METHODS, Settings, split_host_port
 from exporter.watch.discovery import Discovery, DiscoverySettings
 from exporter.watch.jobsfile import JobsFile
 from exporter.watch.sharding import Shard

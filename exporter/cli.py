@@ -10,7 +10,8 @@ from typing import Any
 from exporter import __version__
 from exporter.app import install_signal_handlers, run_demo, run_once, run_service
 from exporter.logs import setup_logging
-from exporter.settings.model import SECRET_FIELDS, ConfigError, Settings, env_name, load_settings
+from exporter.settings.load import ConfigError, env_name, load_settings
+from exporter.settings.model import SECRET_FIELDS, Settings
 
 EXIT_CONFIG = 2
 

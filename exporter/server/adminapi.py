@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from exporter.jobs.ids import is_valid_id
 from exporter.logs import event
-from exporter.server.webconfig.live import bearer_protected
+from exporter.server.webconfig.basic_auth import bearer_protected
 from exporter.watch.watchlist import Route, WatchList
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ from pydantic import SecretStr
 import exporter.settings.model
 from exporter.app import run_once
 from exporter.cli import build_parser, main
-from exporter.settings.model import ConfigError, Settings, load_settings
+from exporter.settings.load import ConfigError, load_settings
+from exporter.settings.model import Settings
 from tests.fakelist import PROJECT, TOKEN, FakeCCE
 
 BASE = {"endpoint": "https://cce.example.com", "project_id": "p1", "auth_token": "t"}

@@ -15,7 +15,7 @@ from pytest_aiohttp import AiohttpServer
 
 from exporter.app import exporter
 from exporter.errors import ErrorKind
-from exporter.settings.model import load_settings
+from exporter.settings.load import load_settings
 from tests.authstandin import PROJECT_ID, StandIn
 from tests.conftest import labels, parse_series
 

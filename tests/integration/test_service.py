@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from exporter.app import Exporter, run_service
-from exporter.settings.model import load_settings
+from exporter.settings.load import load_settings
 from tests.standin import free_port
 
 

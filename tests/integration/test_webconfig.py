@@ -18,15 +18,9 @@ from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.cce_job import Renderer
 from exporter.server.endpoints import WebContext, create_app
-from exporter.server.webconfig.live import (
-    WAITING_CHECKS,
-    BasicAuth,
-    LiveWebConfig,
-    WebConfigError,
-    basic_auth_middleware,
-    load_web_config,
-    secure,
-)
+from exporter.server.webconfig.basic_auth import WAITING_CHECKS, BasicAuth, basic_auth_middleware
+from exporter.server.webconfig.format import WebConfigError, load_web_config
+from exporter.server.webconfig.live import LiveWebConfig, secure
 
 PASSWORD = "scrape-password"
 # Cost 4 keeps the tests quick; the server accepts any cost.

@@ -10,7 +10,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from exporter.cli import build_parser
-from exporter.settings.model import env_name
+from exporter.settings.load import env_name
 from tests.conftest import EXAMPLE_JOB_ID, labels, parse_series
 from tests.fakecce import TOKEN, FakeCCE
 from tests.standin import free_port

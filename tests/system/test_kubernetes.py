@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import exporter.settings.model
-from exporter.settings.model import ConfigError, load_settings
+from exporter.settings.load import ConfigError, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 # The oldest Kubernetes still commonly run, and the newest the validator knows.

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from exporter.app import Exporter, run_service
-from exporter.settings.model import load_settings
+from exporter.settings.load import load_settings
 from exporter.watch.watchlist import Route
 from tests.conftest import parse_series
 from tests.fakecce import TOKEN

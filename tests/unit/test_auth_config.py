@@ -11,13 +11,9 @@ from exporter.app import make_auth
 from exporter.cce.auth.base import OutgoingRequest
 from exporter.cli import build_parser
 from exporter.metrics.cce_exporter import Instruments
-from exporter.settings.model import (
-    SECRET_FIELDS,
-    ConfigError,
-    Settings,
-    has_control_character,
-    load_settings,
-)
+from exporter.settings.load import ConfigError, load_settings
+from exporter.settings.model import SECRET_FIELDS, Settings
+from exporter.settings.secrets import has_control_character
 
 # A real CA certificate, for the settings that need one (a ca_bundle is checked).
 CA_FILE = str(Path(tempfile.mkdtemp()) / "ca.pem")

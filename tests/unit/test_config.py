@@ -2,14 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings.model import (
-    ConfigError,
-    LogFormat,
-    Settings,
-    env_name,
-    is_service_link,
-    load_settings,
-)
+from exporter.settings.load import ConfigError, env_name, is_service_link, load_settings
+from exporter.settings.model import LogFormat, Settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

@@ -5,7 +5,8 @@ import pytest
 
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.cce_job import FAMILIES
-from exporter.settings.model import Settings, load_settings
+from exporter.settings.load import load_settings
+from exporter.settings.model import Settings
 
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
