@@ -1,17 +1,14 @@
 """The `job_ids_file` route: a file of job IDs, one a line, re-read when it changes.
 
-A writer that truncates the file and then writes it (`cat > file`, most
-editors' plain save) can be caught between the two: the file is read again
-only once its signature (device, inode, modification time, size) is the same
-at two checks in a row and across the read, so that a half-written file
-never unwatches the jobs it lacks.
+The file is read again only once it has settled (`exporter.filewatch`), so
+that a half-written file never unwatches the jobs it lacks.
 """
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
+from exporter.filewatch import SettledFiles
 from exporter.logs import event
 from exporter.watch.watchlist import Route, WatchList
 
@@ -19,15 +16,6 @@ log = logging.getLogger(__name__)
 
 # How often the file's status is looked at; reading it happens only on change.
 CHECK_SECONDS = 1.0
-
-Signature = tuple[int, int, int, int]
-
-
-def _signature(path: Path) -> Signature:
-    # stat() follows symbolic links: a Kubernetes ConfigMap volume swaps one.
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
 
 def parse_job_ids(text: str) -> list[str]:
     """Return the IDs of a jobs file in order: one a line, `#` starts a comment."""
@@ -48,8 +36,7 @@ class JobsFile:
         self._path = path
         self._watchlist = watchlist
         self._check_seconds = check_seconds
-        self._signature: Signature | None = None  # the file as last read
-        self._seen: Signature | None = None  # the file as the last check saw it
+        self._file = SettledFiles([path])
         self._checked = False
         self._entries: set[str] = set()  # every entry of the last read, invalid ones too
         self._problem: str | None = None
@@ -63,17 +50,12 @@ class JobsFile:
         jobs it named last.
         """
         first, self._checked = not self._checked, True
+        before = self._file.due(at_once=first)
+        if before is None:
+            return False
         try:
-            signature = _signature(self._path)
-            previous, self._seen = self._seen, signature
-            if signature == self._signature:
-                return False
-            if signature != previous and not first:
-                return False  # changed since the last check: it may be being written
             # utf-8-sig: a byte order mark (Windows editors) is not part of an ID.
             text = self._path.read_text(encoding="utf-8-sig")
-            if _signature(self._path) != signature:
-                return False  # written while it was read: wait until it settles
         except (OSError, UnicodeDecodeError) as exc:
             problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             if problem != self._problem:
@@ -86,7 +68,8 @@ class JobsFile:
                 )
             self._problem = problem
             return False
-        self._signature = signature
+        if not self._file.read(before):
+            return False
         self._problem = None
         entries = parse_job_ids(text)
         # Only new entries are offered, so that an invalid line is counted once
