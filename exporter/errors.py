@@ -1,8 +1,31 @@
-"""Failures at the API boundary: a few kinds, each a label value users alert on."""
+r"""What crosses the API boundary: failures of a few kinds, and text made safe.
 
+Failures are values at the boundary: each is an `ApiError` of one
+`ErrorKind`, a label value users alert on.
+
+Text from the APIs is made safe to encode: a lone surrogate becomes U+FFFD.
+JSON may spell a code point that is not Unicode text, half of a surrogate pair
+(`"\ud800"`), and `json.loads` keeps it in the string it builds; aiohttp does
+the same for header bytes that are not UTF-8. Such a string cannot be encoded
+as UTF-8 and would fail every response it reached. Every string read from an
+API answer passes through `valid_text` before the rest of the exporter sees it.
+"""
+
+import re
 from enum import StrEnum
 
-from exporter.text import valid_text
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """Return `text` with each code point UTF-8 cannot encode (a surrogate) replaced by U+FFFD."""
+    if text.isascii():  # the common case, answered from a flag of the string
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 class ErrorKind(StrEnum):

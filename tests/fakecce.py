@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.cce.client import MAX_BODY_BYTES
+from exporter.cce.transport import MAX_BODY_BYTES
 from tests.fakelist import go_time
 
 TOKEN = "test-token"

@@ -1,4 +1,4 @@
-"""The CCE API client: one aiohttp session, every failure turned into an `ApiError`."""
+"""The CCE API client: job reads and the job list, retried, rate-limited and gated."""
 
 import asyncio
 import json
@@ -6,68 +6,35 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from yarl import URL
 
-from exporter import __version__
 from exporter.cce.auth.base import Authenticator, OutgoingRequest
 from exporter.cce.auth.gate import AuthGate, Ticket
 from exporter.cce.ratelimit import RateLimiter, Sleep
+from exporter.cce.transport import (
+    MAX_BODY_BYTES,
+    USER_AGENT,
+    Answer,
+    Transport,
+    error_detail,
+    kind_for_status,
+    parse_retry_after,
+)
 from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.ids import check_id
 from exporter.jobs.tree import InvalidJobError, JobTree, flatten
 from exporter.jobs.v2 import ListedJob, read_listing
 from exporter.metrics.cce_exporter import Instruments
-from exporter.text import valid_text
 
 _T = TypeVar("_T")
 
-# No real job is anywhere near this; a body past it is refused unread.
-MAX_BODY_BYTES = 16 * 1024 * 1024
 # The job list holds every job the project still keeps, sub-jobs included.
 MAX_LIST_BODY_BYTES = 256 * 1024 * 1024
-_DETAIL_CHARS = 200
-
-
-_BY_STATUS = {
-    401: ErrorKind.UNAUTHORIZED,
-    403: ErrorKind.FORBIDDEN,
-    404: ErrorKind.NOT_FOUND,
-    429: ErrorKind.THROTTLED,
-}
-
-
-def kind_for_status(status: int) -> ErrorKind:
-    """Map an HTTP error status to its error kind."""
-    if status >= 500:
-        return ErrorKind.SERVER_ERROR
-    return _BY_STATUS.get(status, ErrorKind.INVALID_RESPONSE)
-
-
-def error_detail(body: bytes) -> str:
-    """Say what an error body says, whichever layer of the API wrote it."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError):
-        text = body[:_DETAIL_CHARS].decode("utf-8", "replace").strip()
-        return f"non-JSON body: {' '.join(text.split())!r}" if text else "empty body"
-    if isinstance(data, dict):
-        code = data.get("errorCode") or data.get("error_code") or data.get("code")
-        message = (
-            data.get("errorMessage")
-            or data.get("error_msg")
-            or data.get("message")
-            or data.get("reason")
-        )
-        parts = [str(part) for part in (code, message) if part]
-        if parts:  # the API's own words, which JSON may spell with lone surrogates
-            return valid_text(": ".join(parts)[:_DETAIL_CHARS])
-    return f"unexpected body {str(data)[:_DETAIL_CHARS]!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,29 +51,6 @@ class RetryPolicy:
     initial: float = 0.5
     cap: float = 8.0
     max_retry_after: float = 30.0
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Read a Retry-After header, seconds or an HTTP date, as seconds from `now`."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdecimal():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if moment.tzinfo is None:  # an HTTP date is GMT
-        return None
-    return max(0.0, moment.timestamp() - now)
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    body: bytes
-    request_id: str | None
 
 
 class CCEClient:
@@ -126,13 +70,11 @@ class CCEClient:
         clock: Callable[[], float] = time.time,
         gate: AuthGate | None = None,
     ) -> None:
-        self._session = session
-        # Backs off while the API refuses the credentials (see authgate).
+        self._transport = Transport(session, instruments, timeout=timeout)
+        # Backs off while the API refuses the credentials (see cce.auth.gate).
         self._gate = gate or AuthGate("CCE API", auth.hints)
         self._endpoint = URL(endpoint)
         self._auth = auth
-        self._instruments = instruments
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._limiter = limiter
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -165,7 +107,7 @@ class CCEClient:
 
     async def _get(
         self, url: URL, operation: str, action: str, *, max_bytes: int = MAX_BODY_BYTES
-    ) -> _Answer:
+    ) -> Answer:
         """GET `url`, an `action` in IAM terms, trying again after transient failures."""
         policy = self._retry
 
@@ -194,11 +136,8 @@ class CCEClient:
         msg = "unreachable: tenacity re-raises the last failure"
         raise AssertionError(msg)
 
-    async def _get_once(self, url: URL, operation: str, action: str, max_bytes: int) -> _Answer:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"cce-job-exporter/{__version__}",
-        }
+    async def _get_once(self, url: URL, operation: str, action: str, max_bytes: int) -> Answer:
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         ticket = await self._gate.admit(action)
         sent: int | None = None
         try:
@@ -211,66 +150,51 @@ class CCEClient:
         except BaseException:
             ticket.settle(None)
             raise
-        started = time.perf_counter()
-        code = "error"
-        body = b""
-        failure: ApiError | None = None
         try:
-            # Redirects are not followed: they would carry the credentials
-            # elsewhere; a 3xx is an invalid response.
-            async with self._session.get(
-                url, headers=headers, timeout=self._timeout, allow_redirects=False
-            ) as response:
-                code = str(response.status)
-                body = await read_capped(response, max_bytes)
-                request_id = response.headers.get("X-Request-Id")
-                retry_after_header = response.headers.get("Retry-After")
-        except Exception as exc:  # CancelledError is not one: it goes on as it is
-            failure = transport_error(exc, code, self._timeout.total)
-            raise failure from None
-        finally:
-            self._settle(ticket, code, body, headers, failure)
-            self._instruments.api_requests.labels(operation, code).inc()
-            self._instruments.api_latency.labels(operation).observe(time.perf_counter() - started)
-        status = int(code)
-        retry_after = parse_retry_after(retry_after_header, self._clock())
+            answer = await self._transport.send(
+                "GET", url, operation=operation, headers=headers, max_bytes=max_bytes
+            )
+        except ApiError as exc:
+            self._settle(ticket, exc.status, b"", headers, exc.kind)
+            raise
+        except BaseException:
+            ticket.settle(None)
+            raise
+        self._settle(ticket, answer.status, answer.body, headers, None)
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"), self._clock())
         if self._limiter is not None:
-            if status == 429 or (retry_after is not None and status == 503):
+            if answer.status == 429 or (retry_after is not None and answer.status == 503):
                 retry_after = self._limiter.throttled(retry_after, sent)
             else:
                 self._limiter.succeeded(sent)
-        if not 200 <= status < 300:
+        if not answer.ok:
             raise ApiError(
-                kind_for_status(status),
-                error_detail(body),
-                status=status,
-                request_id=request_id,
+                kind_for_status(answer.status),
+                error_detail(answer.body),
+                status=answer.status,
+                request_id=answer.request_id,
                 retry_after=retry_after,
             )
-        return _Answer(status, body, request_id)
+        return answer
 
     def _settle(
         self,
         ticket: Ticket,
-        code: str,
+        status: int | None,
         body: bytes,
         sent: dict[str, str],
-        failure: ApiError | None,
+        failed: ErrorKind | None,
     ) -> None:
         """Tell the gate (and, on 401, the authenticator) how the request went."""
-        status = int(code) if code.isdigit() else None
         renewed = status == 401 and self._auth.refused(sent)
         detail = error_detail(body) if status in (401, 403) else ""
-        if failure is not None:
-            kind: ErrorKind | None = failure.kind
-        elif status is not None and not 200 <= status < 300:
+        kind = failed
+        if kind is None and status is not None and not 200 <= status < 300:
             kind = kind_for_status(status)
-        else:
-            kind = None
         ticket.settle(status, detail, retry_now=renewed, kind=kind)
 
 
-def _decoded(answer: _Answer, read: Callable[[object], _T]) -> _T:
+def _decoded(answer: Answer, read: Callable[[object], _T]) -> _T:
     """Decode an answer's JSON and read it; anything unreadable is an invalid response."""
     try:
         data = json.loads(answer.body)
@@ -291,50 +215,3 @@ def _decoded(answer: _Answer, read: Callable[[object], _T]) -> _T:
             status=answer.status,
             request_id=answer.request_id,
         ) from None
-
-
-class _BodyTooLargeError(aiohttp.ClientError):
-    """The answer is larger than MAX_BODY_BYTES."""
-
-
-async def read_capped(response: aiohttp.ClientResponse, max_bytes: int = MAX_BODY_BYTES) -> bytes:
-    """Read the body, refusing one larger than `max_bytes`."""
-    if (response.content_length or 0) > max_bytes:
-        msg = f"body of {response.content_length} bytes is over the {max_bytes} byte cap"
-        raise _BodyTooLargeError(msg)
-    chunks = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > max_bytes:
-            msg = f"body is over the {max_bytes} byte cap"
-            raise _BodyTooLargeError(msg)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def transport_error(exc: Exception, status: str, timeout: float | None, api: str = "") -> ApiError:
-    """Turn what sending a request or reading its answer raised into an ApiError of its kind.
-
-    `status` is the answer's status code, or "error" while none came. Besides
-    its own errors, aiohttp lets a few plain exceptions out (a ValueError for a
-    header value with a line break, say); their text may quote the request's
-    headers, and so the credentials: only their type is told.
-    """
-    if isinstance(exc, TimeoutError):
-        return ApiError(ErrorKind.TIMEOUT, f"{api}no answer within {timeout} s")
-    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return ApiError(ErrorKind.CONNECTION, f"{api}{_describe(exc)}")
-    if isinstance(exc, aiohttp.ClientError):
-        return ApiError(ErrorKind.INVALID_RESPONSE, f"{api}{_describe(exc)}")
-    name = type(exc).__name__
-    if status.isdigit():
-        msg = f"{api}the answer could not be read ({name})"
-        return ApiError(ErrorKind.INVALID_RESPONSE, msg, status=int(status))
-    return ApiError(ErrorKind.CONNECTION, f"{api}the request could not be sent ({name})")
-
-
-def _describe(exc: BaseException) -> str:
-    """Say what went wrong in one line, without the URL's query or credentials."""
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:_DETAIL_CHARS]

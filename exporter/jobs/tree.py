@@ -23,8 +23,8 @@ from pydantic import (
     WrapValidator,
 )
 
+from exporter.errors import valid_text
 from exporter.jobs.timestamps import GO_ZERO_TIME_NS, parse_timestamp
-from exporter.text import valid_text
 
 PHASES = ("Initializing", "Running", "Success", "Failed")
 TERMINAL_PHASES = frozenset({"Success", "Failed"})

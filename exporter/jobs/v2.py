@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from exporter.errors import valid_text
 from exporter.jobs.timestamps import is_zero_time, parse_timestamp
 from exporter.jobs.tree import (
     TERMINAL_PHASES,
@@ -25,7 +26,6 @@ from exporter.jobs.tree import (
     Text,
     flatten,
 )
-from exporter.text import valid_text
 
 
 class V2JobSpec(BaseModel):

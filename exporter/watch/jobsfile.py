@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # How often the file's status is looked at; reading it happens only on change.
 CHECK_SECONDS = 1.0
 
+
 def parse_job_ids(text: str) -> list[str]:
     """Return the IDs of a jobs file in order: one a line, `#` starts a comment."""
     ids = []

@@ -14,14 +14,9 @@ from pydantic import SecretStr
 from pytest_aiohttp import AiohttpServer
 
 from exporter.cce.auth.base import TokenAuth
-from exporter.cce.client import (
-    MAX_BODY_BYTES,
-    CCEClient,
-    RetryPolicy,
-    error_detail,
-    parse_retry_after,
-)
+from exporter.cce.client import CCEClient, RetryPolicy
 from exporter.cce.ratelimit import RateLimiter
+from exporter.cce.transport import MAX_BODY_BYTES, error_detail, parse_retry_after
 from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.state import ERROR_KINDS, JobStore
 from exporter.metrics.cce_exporter import Instruments

@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from exporter.cce.auth.base import TokenAuth
-from exporter.cce.client import MAX_BODY_BYTES, CCEClient, RetryPolicy
+from exporter.cce.client import CCEClient, RetryPolicy
 from exporter.cce.ratelimit import RateLimiter
+from exporter.cce.transport import MAX_BODY_BYTES
 from exporter.errors import ErrorKind
 from exporter.jobs.state import JobStore
 from exporter.jobs.tree import MAX_NODES

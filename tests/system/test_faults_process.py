@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from exporter.cce.client import MAX_BODY_BYTES
+from exporter.cce.transport import MAX_BODY_BYTES
 from exporter.errors import ErrorKind
 from tests.conftest import Series, parse_series
 from tests.fakecce import (

@@ -1,8 +1,9 @@
 import re
 from pathlib import Path
 
-from exporter.cce.client import MAX_BODY_BYTES, RetryPolicy
+from exporter.cce.client import RetryPolicy
 from exporter.cce.ratelimit import THROTTLE_PAUSE, THROTTLE_PAUSE_CAP
+from exporter.cce.transport import MAX_BODY_BYTES
 from exporter.errors import TRANSIENT, ErrorKind
 from exporter.jobs.tree import MAX_NODES
 

@@ -10,7 +10,8 @@ from pydantic import SecretStr
 from yarl import URL
 
 from exporter.cce.auth.base import OutgoingRequest
-from exporter.cce.auth.iam import IamAuth, iam_error_detail
+from exporter.cce.auth.iam import IamAuth
+from exporter.cce.transport import error_detail
 from exporter.errors import ApiError, ErrorKind
 from exporter.metrics.cce_exporter import Instruments
 
@@ -42,7 +43,7 @@ async def test_lone_surrogates_in_an_iam_error_become_replacement_characters(
 ) -> None:
     """An IAM error whose code and message hold lone surrogates is told with U+FFFD for them."""
     body = r'{"error": {"code": "APIG.\ud800", "message": "wrong \udc00 password"}}'
-    assert iam_error_detail(body.encode()) == "APIG.\ufffd: wrong \ufffd password"
+    assert error_detail(body.encode()) == "APIG.\ufffd: wrong \ufffd password"
     with aioresponses() as mock:
         mock.post(TOKEN_URL, status=401, body=body)
         with pytest.raises(ApiError) as caught:
@@ -84,3 +85,27 @@ async def test_a_zero_expires_at_is_no_expiry(iam: IamAuth) -> None:
 
 def _rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def test_a_404_from_iam_is_an_invalid_response_not_a_vanished_job(iam: IamAuth) -> None:
+    """A 404 from IAM (a wrong iam_endpoint) is invalid_response, which never ages a job out."""
+    with aioresponses() as mock:
+        mock.post(TOKEN_URL, status=404, body='{"error": {"code": "APIG.0101", "message": "nope"}}')
+        with pytest.raises(ApiError) as caught:
+            await iam.authenticate(REQUEST)
+    assert caught.value.kind is ErrorKind.INVALID_RESPONSE
+    assert str(caught.value) == "invalid_response: HTTP 404: IAM: APIG.0101: nope"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"error": {"code": "IAM.0001", "message": "bad"}}', "IAM.0001: bad"),
+        (b'{"errorCode": "CCE.01", "errorMessage": "gone"}', "CCE.01: gone"),
+        (b'{"password": "hunter2", "user": "x"}', "unexpected body with keys: password, user"),
+        (b'["hunter2"]', "unexpected body: a JSON list"),
+    ],
+)
+def test_error_bodies_are_read_alike_for_both_apis(body: bytes, detail: str) -> None:
+    """IAM and CCE error bodies are read alike; an odd body is told by its shape only."""
+    assert error_detail(body) == detail

@@ -16,22 +16,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 import aiohttp
 from pydantic import SecretStr
 from yarl import URL
 
-from exporter import __version__
 from exporter.cce.auth.base import OutgoingRequest
 from exporter.cce.auth.gate import AuthGate
-from exporter.cce.client import read_capped, transport_error
 from exporter.cce.ratelimit import RateLimiter
+from exporter.cce.transport import USER_AGENT, Answer, Transport, error_detail, kind_for_status
 from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.timestamps import is_zero_time
 from exporter.logs import event
 from exporter.metrics.cce_exporter import Instruments
-from exporter.text import valid_text
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,6 @@ RENEW_AFTER = 0.75
 FRESH_TOKEN_AGE = 60.0
 # A token answer is small without its catalog; more than this is refused.
 _MAX_BODY = 1024 * 1024
-_DETAIL_CHARS = 200
 
 IAM_HINTS: Mapping[ErrorKind, str] = {
     ErrorKind.UNAUTHORIZED: (
@@ -80,24 +77,6 @@ def parse_expiry(value: object) -> float:
     return moment.timestamp()
 
 
-def iam_error_detail(body: bytes) -> str:
-    """Say what an IAM error body says: `{"error": {"code": ..., "message": ...}}`, or others."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError):
-        text = " ".join(body[:_DETAIL_CHARS].decode("utf-8", "replace").split())
-        return f"non-JSON body: {text!r}" if text else "empty body"
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        data = data["error"]
-    if isinstance(data, dict):
-        code = data.get("code") or data.get("error_code") or data.get("errorCode")
-        message = data.get("message") or data.get("error_msg") or data.get("errorMessage")
-        parts = [str(part) for part in (code, message) if part]
-        if parts:  # the API's own words, which JSON may spell with lone surrogates
-            return valid_text(": ".join(parts)[:_DETAIL_CHARS])
-    return "unexpected error body"
-
-
 @dataclass(frozen=True, slots=True)
 class Token:
     """A token and its life: `expires_at` as IAM says, the local times derived from it."""
@@ -133,14 +112,12 @@ class IamAuth:
         limiter: RateLimiter | None = None,
     ) -> None:
         self._limiter = limiter
-        self._session = session
+        self._transport = Transport(session, instruments, timeout=timeout, api="IAM: ")
         self._url = token_url(iam_endpoint)
         self._domain = domain
         self._username = username
         self._password = password
         self._project_id = project_id
-        self._instruments = instruments
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._gate = gate or AuthGate("IAM", IAM_HINTS)
         self._token: Token | None = None
@@ -239,11 +216,14 @@ class IamAuth:
         status: int | None = None
         detail = ""
         try:
-            status, body, subject = await self._post()
+            answer = await self._post()
+            status = answer.status
             if status != 201:
-                detail = iam_error_detail(body)
-                raise _status_error(status, detail)
-            return self._read_token(body, subject)
+                detail = error_detail(answer.body)
+                # A 404 here is a wrong iam_endpoint, never a job gone.
+                kind = kind_for_status(status, not_found=ErrorKind.INVALID_RESPONSE)
+                raise ApiError(kind, f"IAM: {detail}", status=status)
+            return self._read_token(answer.body, answer.headers.get("X-Subject-Token"))
         finally:
             ticket.settle(status, detail)
 
@@ -259,32 +239,18 @@ class IamAuth:
         }
         return json.dumps({"auth": auth}).encode()
 
-    async def _post(self) -> tuple[int, bytes, str | None]:
+    async def _post(self) -> Answer:
         if self._limiter is not None:  # the one rate limit covers IAM requests too
             await self._limiter.acquire()
-        headers = {
-            "Content-Type": "application/json;charset=utf8",
-            "User-Agent": f"cce-job-exporter/{__version__}",
-        }
-        started = time.perf_counter()
-        code = "error"
-        try:
-            async with self._session.post(
-                self._url,
-                data=self._request_body(),
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,  # a redirect would carry the password elsewhere
-            ) as response:
-                code = str(response.status)
-                body = await read_capped(response, _MAX_BODY)
-                subject = response.headers.get("X-Subject-Token")
-        except Exception as exc:  # CancelledError is not one: it goes on as it is
-            raise transport_error(exc, code, self._timeout.total, "IAM: ") from None
-        finally:
-            self._instruments.api_requests.labels(OPERATION, code).inc()
-            self._instruments.api_latency.labels(OPERATION).observe(time.perf_counter() - started)
-        return int(code), body, subject
+        headers = {"Content-Type": "application/json;charset=utf8", "User-Agent": USER_AGENT}
+        return await self._transport.send(
+            "POST",
+            self._url,
+            operation=OPERATION,
+            headers=headers,
+            data=self._request_body(),
+            max_bytes=_MAX_BODY,
+        )
 
     def _read_token(self, body: bytes, subject: str | None) -> Token:
         if not subject:
@@ -319,13 +285,6 @@ def _token_time(token: object, key: str) -> float | None:
     if value is None or (isinstance(value, str) and is_zero_time(value)):
         return None
     return parse_expiry(value)
-
-
-def _status_error(status: int, detail: str) -> ApiError:
-    kind = {401: ErrorKind.UNAUTHORIZED, 403: ErrorKind.FORBIDDEN, 429: ErrorKind.THROTTLED}.get(
-        status, ErrorKind.SERVER_ERROR if status >= 500 else ErrorKind.INVALID_RESPONSE
-    )
-    return ApiError(kind, f"IAM: {detail}", status=status)
 
 
 def _copy(exc: ApiError) -> ApiError:

@@ -1,6 +1,6 @@
 import pytest
 
-from exporter.text import valid_text
+from exporter.errors import valid_text
 
 
 @pytest.mark.parametrize(
