@@ -538,7 +538,7 @@ def bench_requests(report: Report, per_day: int, interval: float, discover_every
         clock=clock,
         monotonic=clock,
     )
-    watchlist = WatchList(scheduler, store, instruments)
+    watchlist = WatchList(scheduler, instruments)
     discovery = Discovery(
         cloud,
         watchlist,

@@ -174,9 +174,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 jitter=min(1.0, settings.poll_interval / 10),
             ),
         )
-        watchlist = WatchList(
-            scheduler, store, instruments, shard=shard, max_jobs=settings.max_jobs
-        )
+        watchlist = WatchList(scheduler, instruments, shard=shard, max_jobs=settings.max_jobs)
         watchlist.add(Route.SETTINGS, settings.job_ids)
         jobs_file = None
         if settings.job_ids_file is not None:

@@ -5,6 +5,10 @@ how long ago a job ended; the monotonic clock (`time.monotonic`) times
 everything the loop waits for (the next poll of a job, the end of its
 retention), so that a step of the wall clock (an NTP step, a VM resumed)
 neither stops polling nor drops jobs early.
+
+The scheduler owns which jobs are watched: one `_Slot` per job holds all it
+knows of the job but its snapshot (which the `JobStore` holds), the routes
+that named it among them, so a job leaves with everything about it at once.
 """
 
 import asyncio
@@ -14,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from exporter.cce.auth.gate import AUTH_KINDS
@@ -51,6 +55,21 @@ class JobReader(Protocol):
     async def show_job(self, project_id: str, job_id: str) -> JobTree:
         """Read one job tree."""
         ...
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One watched job, as the scheduler keeps it; times are monotonic."""
+
+    # What named the job (settings, the jobs file, ...): it is watched while any does.
+    routes: set[str] = field(default_factory=set)
+    due: float | None = None  # when it is next polled; None once finished: never again
+    # The earliest its next request may go: an interval after its last one, so
+    # no job is asked twice within one.
+    not_before: float = -math.inf
+    keep_until: float | None = None  # finished: when its series leave
+    gone_since: float | None = None  # when its current run of 404 answers began
+    in_flight: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +109,7 @@ class Scheduler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep  # before a request: its jitter, or its interval's end
         self._semaphore = asyncio.Semaphore(settings.poll_concurrency)
-        self._due: dict[str, float] = {}  # job ID -> when it is next due (monotonic)
-        # Finished jobs -> when their retention ends; jobs answering 404 -> when
-        # the current run of 404 answers began (both monotonic).
-        self._keep_until: dict[str, float] = {}
-        self._gone_since: dict[str, float] = {}
-        # Jobs -> the earliest their next request may go (monotonic): an
-        # interval after their last one, so no job is asked twice within one.
-        self._not_before: dict[str, float] = {}
-        self._in_flight: set[str] = set()
+        self._slots: dict[str, _Slot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._wakes_at = -math.inf  # when the loop's current sleep ends (monotonic)
@@ -111,62 +122,85 @@ class Scheduler:
         """Tell whether every watched job has been polled at least once."""
         return all(state.polls > 0 for state in self._store)
 
-    def watch(self, job_ids: Iterable[str]) -> list[str]:
-        """Start watching jobs (due at once); return the IDs that were new."""
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._slots
+
+    def routes(self, job_id: str) -> frozenset[str]:
+        """Return the routes that name a watched job (empty when it is not watched)."""
+        slot = self._slots.get(job_id)
+        return frozenset(slot.routes) if slot is not None else frozenset()
+
+    def watch(self, job_ids: Iterable[str], route: str = "") -> list[str]:
+        """Watch jobs for `route` (new ones due at once); return the IDs that were new."""
         now = self._monotonic()
         added = []
         for job_id in job_ids:
-            if job_id in self._store:
+            slot = self._slots.get(job_id)
+            if slot is not None:
+                slot.routes.add(route)
                 continue
+            self._slots[job_id] = _Slot({route}, due=now)
             state = JobState(job_id)
             self._store.put(state)
             self._tally(None, state)
-            self._due[job_id] = now
             added.append(job_id)
         if added:
             self._wake.set()
         return added
 
-    def adopt(self, state: JobState) -> bool:
+    def adopt(self, state: JobState, route: str = "") -> bool:
         """Start watching a job whose state is already known; return whether it was new.
 
         A finished state (a job that the job list shows ended) is never polled,
         and leaves at once when its retention is already over; any other is
         due at once.
         """
-        if state.job_id in self._store:
+        if state.job_id in self._slots:
             return False
+        slot = _Slot({route})
         if state.finished:
             left = self._retention_left(state, self._clock())
             if left <= 0:
                 event(log, logging.INFO, "job_expired", job_id=state.job_id, reason="finished")
                 return True
-            self._keep_until[state.job_id] = self._monotonic() + left
+            slot.keep_until = self._monotonic() + left
         else:
-            self._due[state.job_id] = self._monotonic()
+            slot.due = self._monotonic()
             self._wake.set()
+        self._slots[state.job_id] = slot
         self._store.put(state)
         self._tally(None, state)
         return True
 
+    def release(self, job_id: str, route: str) -> bool:
+        """Drop `route`'s claim on a job; stop watching it when no route names it any more.
+
+        Return whether it was stopped.
+        """
+        slot = self._slots.get(job_id)
+        if slot is None:
+            return False
+        slot.routes.discard(route)
+        return not slot.routes and self.unwatch(job_id)
+
     def unwatch(self, job_id: str) -> bool:
-        """Stop watching a job and drop its series; return whether it was watched."""
+        """Stop watching a job whatever named it, and drop its series; return whether it was."""
         state = self._store.get(job_id)
         self._store.remove(job_id)
-        self._due.pop(job_id, None)
-        self._keep_until.pop(job_id, None)
-        self._gone_since.pop(job_id, None)
-        self._not_before.pop(job_id, None)
+        slot = self._slots.pop(job_id, None)
         self._tally(state, None)
-        return state is not None
+        return slot is not None
 
     def due_jobs(self) -> list[str]:
         """List the jobs whose poll is due now and not already under way."""
         now = self._monotonic()
         return [
             job_id
-            for job_id, due in self._due.items()
-            if due <= now and job_id not in self._in_flight
+            for job_id, slot in self._slots.items()
+            if slot.due is not None and slot.due <= now and not slot.in_flight
         ]
 
     async def poll_due(self, *, jitter: bool = True) -> list[str]:
@@ -181,10 +215,12 @@ class Scheduler:
         """Drop finished and vanished jobs whose retention has run out; return their IDs."""
         now = self._monotonic()
         retention = self._settings.finished_retention
-        ended = [job_id for job_id, until in self._keep_until.items() if now >= until]
-        vanished = [
-            job_id for job_id, since in self._gone_since.items() if now - since >= retention
-        ]
+        ended, vanished = [], []
+        for job_id, slot in self._slots.items():
+            if slot.keep_until is not None and now >= slot.keep_until:
+                ended.append(job_id)
+            elif slot.gone_since is not None and now - slot.gone_since >= retention:
+                vanished.append(job_id)
         for job_id in ended:
             self._expire(job_id, "finished")
         for job_id in vanished:
@@ -225,7 +261,7 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
 
     async def _sleep_until_due(self) -> None:
-        idle = [due for job_id, due in self._due.items() if job_id not in self._in_flight]
+        idle = [s.due for s in self._slots.values() if s.due is not None and not s.in_flight]
         self._wakes_at = min([*idle, self._monotonic() + _MAX_SLEEP])
         delay = self._wakes_at - self._monotonic()
         self._wake.clear()
@@ -240,29 +276,31 @@ class Scheduler:
 
     async def _pass(self, job_ids: list[str], *, jitter: bool) -> None:
         started = time.monotonic()
-        self._in_flight.update(job_ids)
-        # Each job is free to be due again once its own poll ends, not when the
-        # slowest job of the pass ends; these are the ones not yet freed.
-        unreleased = set(job_ids)
+        slots = [self._slots[job_id] for job_id in job_ids]
+        for slot in slots:
+            slot.in_flight = True
 
-        async def poll(job_id: str) -> None:
+        async def poll(job_id: str, slot: _Slot) -> None:
             try:
-                await self._poll(job_id, jitter=jitter)
+                await self._poll(job_id, slot, jitter=jitter)
             finally:
-                unreleased.discard(job_id)
-                self._in_flight.discard(job_id)
+                # Each job is free to be due again once its own poll ends, not
+                # when the slowest job of the pass ends.
+                slot.in_flight = False
                 # Wake the loop only when this job is due before it would wake
                 # anyway: each wake walks every job, and a wake per poll would
                 # make a pass cost the square of the number of jobs.
-                if self._due.get(job_id, math.inf) < self._wakes_at:
+                if slot.due is not None and slot.due < self._wakes_at:
                     self._wake.set()
 
         try:
             results = await asyncio.gather(
-                *(poll(job_id) for job_id in job_ids), return_exceptions=True
+                *(poll(job_id, slot) for job_id, slot in zip(job_ids, slots, strict=True)),
+                return_exceptions=True,
             )
         finally:
-            self._in_flight.difference_update(unreleased)
+            for slot in slots:
+                slot.in_flight = False
         for job_id, result in zip(job_ids, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
                 raise result
@@ -272,32 +310,32 @@ class Scheduler:
         self._instruments.poll_cycle.set(time.monotonic() - started)
         self._wake.set()
 
-    async def _poll(self, job_id: str, *, jitter: bool) -> None:
-        scheduled = self._due.get(job_id, self._monotonic())
+    async def _poll(self, job_id: str, slot: _Slot, *, jitter: bool) -> None:
+        scheduled = slot.due if slot.due is not None else self._monotonic()
         if jitter:
             # Spread the pass's requests, and never ask for a job much sooner
             # than an interval after its last request (whose jitter or queue
             # may have made it late): a pass starts on time.
             spread = self._rng.uniform(0, self._settings.jitter) if self._settings.jitter else 0
-            early = self._not_before.get(job_id, -math.inf) - self._monotonic()
+            early = slot.not_before - self._monotonic()
             if max(spread, early) > 0:
                 await self._sleep(max(spread, early))
         async with self._semaphore:
-            if job_id not in self._store:  # unwatched while it waited
+            if self._slots.get(job_id) is not slot:  # unwatched while it waited
                 return
             started = self._monotonic()
             try:
                 tree = await self._reader.show_job(self._settings.project_id, job_id)
             except ApiError as exc:
-                self._record_failure(job_id, exc)
+                self._record_failure(job_id, slot, exc)
             else:
-                self._record_success(job_id, tree)
+                self._record_success(job_id, slot, tree)
             finally:
                 # Even after a bug (an exception other than ApiError), the job
                 # waits its interval: a crash must not turn into a tight loop.
-                self._reschedule(job_id, scheduled, started)
+                self._reschedule(slot, scheduled, started)
 
-    def _reschedule(self, job_id: str, scheduled: float, started: float) -> None:
+    def _reschedule(self, slot: _Slot, scheduled: float, started: float) -> None:
         """Set when a job is next due: an interval after it was last due.
 
         Counting from when it was due, not from when its request went out,
@@ -307,25 +345,25 @@ class Scheduler:
         rounds are skipped, not made up in a burst. Its next request waits,
         if need be, until an interval less the jitter after this one went out.
         """
-        if job_id in self._due and job_id in self._store:
-            since = self._gone_since.get(job_id)
+        if slot.due is not None:  # neither finished nor unwatched (a dropped slot is left alone)
+            since = slot.gone_since
             gone_for = None if since is None else started - since
             delay = next_delay(gone_for, self._settings.poll_interval)
             due = scheduled + delay
-            self._due[job_id] = due if due > started else started + delay
+            slot.due = due if due > started else started + delay
             # Up to one jitter early: a request that went out late (its jitter
             # draw, a queue) must not hold every later one as late, or the
             # requests would creep to the end of the jitter window and bunch.
-            self._not_before[job_id] = started + delay - self._settings.jitter
+            slot.not_before = started + delay - self._settings.jitter
 
-    def _record_success(self, job_id: str, tree: JobTree) -> None:
+    def _record_success(self, job_id: str, slot: _Slot, tree: JobTree) -> None:
         before = self._store.get(job_id)
-        if before is None:
+        if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
         now = self._clock()
         after = before.succeeded(tree, now)
-        for field in tree.parse_errors:
-            self._instruments.parse_errors.labels(field).inc()
+        for name in tree.parse_errors:
+            self._instruments.parse_errors.labels(name).inc()
         if before.failing:
             event(log, logging.INFO, "job_recovered", job_id=job_id, after_polls=before.polls)
         left = self._retention_left(after, now)
@@ -337,10 +375,10 @@ class Scheduler:
             return
         self._store.put(after)
         self._tally(before, after)
-        self._gone_since.pop(job_id, None)
+        slot.gone_since = None
         if after.finished:
-            self._due.pop(job_id, None)
-            self._keep_until[job_id] = self._monotonic() + left
+            slot.due = None
+            slot.keep_until = self._monotonic() + left
             root = tree.root
             event(
                 log,
@@ -352,14 +390,14 @@ class Scheduler:
                 reason=root.reason,
             )
 
-    def _record_failure(self, job_id: str, exc: ApiError) -> None:
+    def _record_failure(self, job_id: str, slot: _Slot, exc: ApiError) -> None:
         before = self._store.get(job_id)
-        if before is None:
+        if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
         after = before.failed(exc.kind, str(exc), self._clock())
         self._store.put(after)
-        if after.vanished_at is not None:
-            self._gone_since.setdefault(job_id, self._monotonic())
+        if after.vanished_at is not None and slot.gone_since is None:
+            slot.gone_since = self._monotonic()
         # Refused credentials fail every job alike; the auth gate logs them once.
         quiet = exc.kind in AUTH_KINDS
         if (before.last_error_kind != exc.kind or not before.failing) and not quiet:

@@ -106,7 +106,7 @@ def idle_watchlist(
         monotonic=lambda: 1000.0,
     )
     return (
-        WatchList(scheduler, store, instruments, shard=shard, max_jobs=max_jobs),
+        WatchList(scheduler, instruments, shard=shard, max_jobs=max_jobs),
         store,
         scheduler,
     )

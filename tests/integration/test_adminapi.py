@@ -231,7 +231,7 @@ def test_the_context_never_shows_the_token(instruments: Instruments) -> None:
         instruments,
         PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
     )
-    context = adminapi.AdminContext(WatchList(scheduler, store, instruments), SecretStr(ADMIN))
+    context = adminapi.AdminContext(WatchList(scheduler, instruments), SecretStr(ADMIN))
     assert ADMIN not in repr(context)
     assert "enabled=True" in repr(context)
 

@@ -501,7 +501,7 @@ async def test_a_job_dropped_at_its_first_read_is_not_offered_again(
     rig: Rig, tmp_path: Path
 ) -> None:
     """The jobs file still naming a job dropped at its first read does not bring it back."""
-    watchlist = WatchList(rig.scheduler, rig.store, rig.instruments)
+    watchlist = WatchList(rig.scheduler, rig.instruments)
     rig.api.add_job("old", phase="Failed", updated=rig.wall() - 86400)
     rig.api.add_job("new")
     path = tmp_path / "jobs.txt"

@@ -126,9 +126,7 @@ def test_adopt_drops_a_finished_state_whose_retention_is_over(
     assert watched == 0
 
 
-def test_a_batch_over_the_prune_threshold_remembers_every_route(
-    instruments: Instruments,
-) -> None:
+def test_a_batch_of_thousands_remembers_every_route(instruments: Instruments) -> None:
     """Every ID of a batch of thousands keeps its route, so releasing one stops it."""
     watchlist, store, _ = idle_watchlist(instruments, max_jobs=10000)
     job_ids = [f"job-{n}" for n in range(3000)]
@@ -139,20 +137,17 @@ def test_a_batch_over_the_prune_threshold_remembers_every_route(
     assert len(store) == 2999
 
 
-def test_routes_of_expired_jobs_are_forgotten_not_those_of_watched_ones(
-    instruments: Instruments,
-) -> None:
-    """Pruning drops the routes of jobs that left the store, and only theirs."""
+def test_an_expired_job_leaves_with_its_routes(instruments: Instruments) -> None:
+    """An expired job forgets who named it: watched again by another route, it is that route's."""
     watchlist, store, scheduler = idle_watchlist(instruments, max_jobs=10000)
     watchlist.add(Route.FILE, [f"old-{n}" for n in range(2000)])
     for n in range(2000):
-        scheduler.unwatch(f"old-{n}")  # as retention does: the routes still name them
-    watchlist.add(Route.API, ["new-0"])  # the batch that prunes
-    # Their records are gone, so the bookkeeping does not grow with every job ever seen.
-    assert watchlist._named.keys() == {"new-0"}
-    assert watchlist.routes("new-0") == {Route.API}
+        scheduler.unwatch(f"old-{n}")  # as retention does
+    assert watchlist.routes("old-0") == frozenset()
+    watchlist.add(Route.API, ["old-0"])
+    assert watchlist.routes("old-0") == {Route.API}
     assert watchlist.release(Route.FILE, ["old-0"]) == []
-    assert [state.job_id for state in store] == ["new-0"]
+    assert [state.job_id for state in store] == ["old-0"]
 
 
 # Operations on a pool of IDs, in ranges, so that one can be a batch of thousands.
