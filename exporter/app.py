@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.cce.auth.aksk import AkSkAuth
@@ -21,7 +20,6 @@ from exporter.cce.auth.base import Authenticator, TokenAuth
 from exporter.cce.auth.iam import IamAuth
 from exporter.cce.client import CCEClient
 from exporter.cce.ratelimit import RateLimiter
-from exporter.demo.cloud import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app
 from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
 from exporter.metrics.cce_exporter import Instruments
@@ -32,7 +30,7 @@ from exporter.server.endpoints import WebContext, create_app
 from exporter.server.webconfig.format import WebConfigError
 from exporter.server.webconfig.live import LiveWebConfig, secure
 from exporter.settings.load import ConfigError, Problem
-from exporter.settings.model import AUTH_METHODS, Settings, split_host_port
+from exporter.settings.model import Settings, split_host_port
 from exporter.watch.discovery import Discovery, DiscoverySettings
 from exporter.watch.jobsfile import JobsFile
 from exporter.watch.sharding import Shard
@@ -42,11 +40,7 @@ log = logging.getLogger(__name__)
 
 # Seconds a scrape under way may take to finish once the process is told to stop:
 # the whole shutdown must fit in the 5 s that orchestrators usually wait.
-_SHUTDOWN_GRACE = 2.0
-# How often the demo looks for newly arrived jobs to watch.
-_DEMO_ARRIVAL_CHECK = 2.0
-# The demo's poll interval when none is configured: a few seconds, to see movement.
-_DEMO_POLL_INTERVAL = 5.0
+SHUTDOWN_GRACE = 2.0
 
 
 @dataclass(slots=True)
@@ -242,7 +236,7 @@ async def _serve_http(ex: Exporter) -> tuple[web.AppRunner, LiveWebConfig | None
     server_tls = secure(app, web_config)
     adminapi.register(app, adminapi.AdminContext(ex.watchlist, ex.settings.admin_secret))
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
     )
     await runner.setup()
     host, port = split_host_port(ex.settings.listen_address)
@@ -310,63 +304,10 @@ async def run_service(
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE)
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
             await runner.cleanup()
     event(log, logging.INFO, "stopped")
     return 1 if broken else 0
-
-
-async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
-    """Run the service against the built-in simulated CCE API."""
-    cloud = DemoCloud()
-    runner = web.AppRunner(
-        create_demo_app(cloud),
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=_SHUTDOWN_GRACE,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    interval = settings.poll_interval
-    if "poll_interval" not in settings.model_fields_set:
-        interval = _DEMO_POLL_INTERVAL
-    update: dict[str, Any] = {
-        "endpoint": f"http://127.0.0.1:{port}",
-        "project_id": DEMO_PROJECT_ID,
-        # The demo's own token replaces whatever credentials were configured.
-        **dict.fromkeys(name for names in AUTH_METHODS.values() for name in names),
-        "auth_token": SecretStr(DEMO_TOKEN),
-        "poll_interval": interval,
-    }
-    if settings.discover:
-        # The demo's job list finds the jobs: none is named.
-        if "discover_interval" not in settings.model_fields_set:
-            update["discover_interval"] = _DEMO_ARRIVAL_CHECK
-    else:
-        update["job_ids"] = tuple(job.job_id for job in cloud.jobs())
-    demo_settings = settings.model_copy(update=update)
-    event(log, logging.INFO, "demo_api_started", endpoint=demo_settings.endpoint)
-    try:
-        return await run_service(
-            demo_settings,
-            stop,
-            None if settings.discover else lambda ex: [_follow_demo_arrivals(cloud, ex.watchlist)],
-        )
-    finally:
-        await runner.cleanup()
-
-
-async def _follow_demo_arrivals(cloud: DemoCloud, watchlist: WatchList) -> None:
-    """Watch each new demo job as it arrives, through the same gate as every route."""
-    offered: set[str] = set()
-    while True:
-        await asyncio.sleep(_DEMO_ARRIVAL_CHECK)
-        new = [job.job_id for job in cloud.jobs() if job.job_id not in offered]
-        offered.update(new)
-        for job_id in watchlist.add(Route.SETTINGS, new).added:
-            event(log, logging.INFO, "demo_job_arrived", job_id=job_id)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.app import install_signal_handlers, run_demo, run_once, run_service
+from exporter.app import install_signal_handlers, run_once, run_service
+from exporter.demo.run import run_demo
 from exporter.logs import setup_logging
 from exporter.settings.load import ConfigError, env_name, load_settings
 from exporter.settings.model import SECRET_FIELDS, Settings
