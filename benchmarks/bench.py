@@ -41,7 +41,8 @@ from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import JobTree, flatten
 from exporter.jobs.v2 import ListedJob, read_listing
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import FAMILIES, Renderer
+from exporter.metrics.cce_job import FAMILIES
+from exporter.metrics.exposition import Renderer
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server.endpoints import WebContext, create_app
 from exporter.settings.model import Settings

@@ -23,7 +23,7 @@ from exporter.cce.ratelimit import RateLimiter
 from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import Renderer
+from exporter.metrics.exposition import Renderer
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server import adminapi
 from exporter.server.endpoints import WebContext, create_app

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.jobs.state import JobStore
-from exporter.metrics.cce_job import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
+from exporter.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
 from exporter.server.statuspage import CONTENT_SECURITY_POLICY, jobs_json, render_html
 
 

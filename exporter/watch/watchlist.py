@@ -83,11 +83,6 @@ class Outcome:
     refused: tuple[str, ...] = ()  # no room under max_jobs
     invalid: tuple[str, ...] = ()
 
-    @property
-    def accepted(self) -> tuple[str, ...]:
-        """The IDs that are watched now: new or already."""
-        return self.added + self.already_watched
-
 
 class WatchList:
     """Admits job IDs from every route into the scheduler."""

@@ -24,7 +24,7 @@ from exporter.errors import ErrorKind
 from exporter.jobs.state import JobStore
 from exporter.jobs.tree import MAX_NODES
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import Renderer
+from exporter.metrics.exposition import Renderer
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server.endpoints import WebContext, create_app
 from tests.conftest import Clock, Series, Sleeps, labels, parse_series

@@ -10,7 +10,7 @@ from exporter.errors import ErrorKind
 from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import flatten
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import Renderer
+from exporter.metrics.exposition import Renderer
 from exporter.server.endpoints import WebContext, create_app
 from exporter.server.statuspage import human_duration, iso_time, jobs_json, render_html
 from tests.conftest import EXAMPLE_JOB_ID

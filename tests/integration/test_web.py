@@ -11,7 +11,7 @@ from pytest_aiohttp import AiohttpClient
 from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import flatten
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import Renderer
+from exporter.metrics.exposition import Renderer
 from exporter.server.endpoints import WebContext, create_app, wants_gzip, wants_openmetrics
 from tests.conftest import EXAMPLE_JOB_ID, parse_series
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from exporter.cli import main
 from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import Renderer
+from exporter.metrics.exposition import Renderer
 from exporter.server.endpoints import WebContext, create_app
 from exporter.server.webconfig.basic_auth import WAITING_CHECKS, BasicAuth, basic_auth_middleware
 from exporter.server.webconfig.format import WebConfigError, load_web_config

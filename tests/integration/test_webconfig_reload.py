@@ -16,7 +16,7 @@ from aiohttp import web
 
 from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import Renderer
+from exporter.metrics.exposition import Renderer
 from exporter.server.endpoints import WebContext, create_app
 from exporter.server.webconfig.live import CHECK_SECONDS, LiveWebConfig, secure
 

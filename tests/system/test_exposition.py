@@ -14,9 +14,10 @@ from prometheus_client.openmetrics.parser import (
 from exporter.errors import ErrorKind
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import flatten
-from exporter.metrics import cce_job as exposition
+from exporter.metrics import exposition
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import FAMILIES, Family, RenderedJob, Renderer, render_job
+from exporter.metrics.cce_job import FAMILIES, Family, render_job
+from exporter.metrics.exposition import Renderer
 from tests.conftest import (
     EXAMPLE_JOB_ID,
     EXAMPLE_PROJECT_ID,
@@ -109,26 +110,24 @@ def test_reason_and_failed_polls_are_rendered(example_job: dict[str, Any]) -> No
     state = (
         _state(example_job).failed(ErrorKind.TIMEOUT, "t", 3.0).failed(ErrorKind.TIMEOUT, "t", 4.0)
     )
-    series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.REASON)].decode())
+    series = parse_series(render_job(state, "p")[FAMILIES.index(Family.REASON)].decode())
     ((_name, label_set), value), *rest = series.items()
     assert rest == []
     assert value == 1.0
     reason = dict(label_set)["reason"]
     assert reason.startswith('bad "quote"\\ x')
     assert len(reason) == 200
-    errors = parse_series(
-        render_job(state, "p").chunks[FAMILIES.index(Family.POLL_ERRORS)].decode()
-    )
+    errors = parse_series(render_job(state, "p")[FAMILIES.index(Family.POLL_ERRORS)].decode())
     assert errors[("cce_job_poll_errors_total", labels(
         project_id="p", job_id=ROOT, error="timeout"))] == 2.0  # fmt: skip
-    success = render_job(state, "p").chunks[FAMILIES.index(Family.POLL_SUCCESS)].decode()
+    success = render_job(state, "p")[FAMILIES.index(Family.POLL_SUCCESS)].decode()
     assert success.endswith("} 0.0\n")
 
 
 def test_unknown_phase_gets_its_own_series() -> None:
     """A phase outside the four is exported as its own series with value 1."""
     state = JobState("j").succeeded(flatten({"status": {"phase": "Paused"}}, "j"), 1.0)
-    series = parse_series(render_job(state, "p").chunks[FAMILIES.index(Family.PHASE)].decode())
+    series = parse_series(render_job(state, "p")[FAMILIES.index(Family.PHASE)].decode())
     phases = {dict(k[1])["phase"]: v for k, v in series.items()}
     assert phases == {"Initializing": 0, "Running": 0, "Success": 0, "Failed": 0, "Paused": 1}
 
@@ -156,7 +155,7 @@ def test_cached_rendering_follows_new_states(
     """A new state of a job is rendered anew; the same state is served from the cache."""
     rendered: list[JobState] = []
 
-    def counting_render_job(state: JobState, project_id: str) -> RenderedJob:
+    def counting_render_job(state: JobState, project_id: str) -> tuple[bytes, ...]:
         rendered.append(state)
         return render_job(state, project_id)
 

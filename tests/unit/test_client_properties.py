@@ -21,7 +21,7 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import JobTree
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import Renderer
+from exporter.metrics.exposition import Renderer
 from exporter.server.statuspage import jobs_json, render_html
 from tests.conftest import DATA, EXAMPLE_JOB_ID, EXAMPLE_PROJECT_ID, labels, parse_series
 
