@@ -9,43 +9,53 @@ from exporter.settings.load import load_settings
 from exporter.settings.model import Settings
 
 ROOT = Path(__file__).parents[2]
-README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
 
 
-def _table_names(section: str) -> set[str]:
-    """The backticked first-column names of the tables under a README heading."""
-    start = README.index(f"\n## {section}\n")
-    end = README.find("\n## ", start + 1)
-    body = README[start : end if end != -1 else None]
-    return set(re.findall(r"^\| `([a-z_]+)` \|", body, flags=re.MULTILINE))
+def _guide(name: str) -> str:
+    return (DOCS / name).read_text()
 
 
-def test_readme_documents_every_setting() -> None:
-    """The README's configuration table lists exactly the settings the code has."""
-    assert _table_names("Configuration") == set(Settings.model_fields)
+def _table_names(text: str) -> set[str]:
+    """The backticked first-column names of the tables in a text."""
+    return set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE))
 
 
-def test_readme_documents_every_metric() -> None:
-    """Every metric in the README's catalogue is one the exporter serves, and vice versa."""
-    registry_names = {
+def _served_metrics() -> list[str]:
+    """The exposed names of every cce_ metric the exporter serves."""
+    registry_names = [
         metric.name + ("_total" if metric.type == "counter" else "")
         for metric in Instruments().registry.collect()
         if metric.name.startswith("cce_")
-    }
-    family_names = {family.value[0] for family in FAMILIES}
-    assert _table_names("Metrics") == registry_names | family_names
+    ]
+    return registry_names + [family.value[0] for family in FAMILIES]
+
+
+def test_configuration_guide_documents_every_setting() -> None:
+    """The tables of docs/configuration.md list exactly the settings the code has."""
+    assert _table_names(_guide("configuration.md")) == set(Settings.model_fields)
+
+
+def test_metrics_guide_documents_every_metric() -> None:
+    """Every metric in docs/metrics.md is one the exporter serves, and vice versa."""
+    assert _table_names(_guide("metrics.md")) == set(_served_metrics())
+
+
+def _load_with_secret_files(text: str, tmp_path: Path) -> Settings:
+    """Load a YAML settings text whose /run/secrets/cce-* files are made up for the test."""
+    for name in ("access-key", "secret-key"):
+        secret = tmp_path / name
+        secret.write_text(f"example-{name}\n")
+        text = text.replace(f"/run/secrets/cce-{name}", str(secret))
+    settings_file = tmp_path / "exporter.yml"
+    settings_file.write_text(text)
+    return load_settings({}, settings_file)
 
 
 def test_example_settings_file_is_valid(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """config/exporter.example.yml loads without a problem (given its secret files)."""
     text = (ROOT / "config" / "exporter.example.yml").read_text()
-    for name in ("access-key", "secret-key"):
-        secret = tmp_path / name
-        secret.write_text(f"example-{name}\n")
-        text = text.replace(f"/run/secrets/cce-{name}", str(secret))
-    example = tmp_path / "exporter.yml"
-    example.write_text(text)
-    settings = load_settings({}, example)
+    settings = _load_with_secret_files(text, tmp_path)
     assert settings.project_id == "0123456789abcdef0123456789abcdef"
     assert settings.auth_method == "aksk"
 
@@ -60,8 +70,9 @@ def _logged_events() -> set[str]:
     }
 
 
-def test_readme_names_every_log_event() -> None:
-    """Every event the exporter logs is named in the README, so an operator can look it up."""
+def test_operations_guide_names_every_log_event() -> None:
+    """Every event the exporter logs is named in docs/operations.md, for operators to look up."""
     events = _logged_events()
     assert {"job_poll_failing", "poll_crashed", "loop_ended", "listening"} <= events
-    assert sorted(name for name in events if f"`{name}`" not in README) == []
+    operations = _guide("operations.md")
+    assert sorted(name for name in events if f"`{name}`" not in operations) == []
