@@ -21,6 +21,25 @@ def _table_names(text: str) -> set[str]:
     return set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE))
 
 
+def _cells(row: str) -> list[str]:
+    """The cells of a Markdown table row, split on the pipes that are not escaped."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+
+
+def _metric_rows() -> list[dict[str, str]]:
+    """Every row of the tables in docs/metrics.md, keyed by the column names."""
+    rows: list[dict[str, str]] = []
+    header: list[str] = []
+    for line in _guide("metrics.md").splitlines():
+        if not line.startswith("|"):
+            header = []
+        elif not header:
+            header = _cells(line)
+        elif not set(line) <= set("|-: "):
+            rows.append(dict(zip(header, _cells(line), strict=True)))
+    return rows
+
+
 def _served_metrics() -> list[str]:
     """The exposed names of every cce_ metric the exporter serves."""
     registry_names = [
@@ -37,8 +56,22 @@ def test_configuration_guide_documents_every_setting() -> None:
 
 
 def test_metrics_guide_documents_every_metric() -> None:
-    """Every metric in docs/metrics.md is one the exporter serves, and vice versa."""
-    assert _table_names(_guide("metrics.md")) == set(_served_metrics())
+    """docs/metrics.md has one row for each metric the exporter serves, and no other."""
+    documented = [row["metric"].strip("`") for row in _metric_rows()]
+    assert sorted(documented) == sorted(_served_metrics())
+
+
+def test_metrics_guide_names_the_file_declaring_each_metric() -> None:
+    """Each row's file exists and holds the metric's exposed name as a quoted string."""
+    rows = _metric_rows()
+    assert rows
+    wrong = []
+    for row in rows:
+        name, file = row["metric"].strip("`"), row["file"].strip("`")
+        path = ROOT / file
+        if not path.is_file() or f'"{name}"' not in path.read_text():
+            wrong.append((name, file))
+    assert wrong == []
 
 
 def _load_with_secret_files(text: str, tmp_path: Path) -> Settings:
