@@ -10,6 +10,8 @@ from exporter.settings.model import Settings
 
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
+README = (ROOT / "README.md").read_text()
+README_MAX_LINES = 250
 
 
 def _guide(name: str) -> str:
@@ -93,6 +95,16 @@ def test_example_settings_file_is_valid(clean_env: pytest.MonkeyPatch, tmp_path:
     assert settings.auth_method == "aksk"
 
 
+def test_readme_configuration_is_valid(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The README's smallest real configuration loads without a problem (given its secret files)."""
+    section = README[README.index("\n## A real configuration\n") :]
+    opening = section.index("```yaml\n") + len("```yaml\n")
+    text = section[opening : section.index("```", opening)]
+    settings = _load_with_secret_files(text, tmp_path)
+    assert list(settings.job_ids) == ["354331b2c-229a-11e8-9c75-0255ac100ceb"]
+    assert settings.auth_method == "aksk"
+
+
 def _logged_events() -> set[str]:
     """The event names the exporter's code logs, through `event` or `crash`."""
     call = re.compile(r'(?:\bevent\(\s*\w+,\s*logging\.\w+,\s*|\bcrash\(\s*\w+,\s*)"([a-z_]+)"')
@@ -109,3 +121,60 @@ def test_operations_guide_names_every_log_event() -> None:
     assert {"job_poll_failing", "poll_crashed", "loop_ended", "listening"} <= events
     operations = _guide("operations.md")
     assert sorted(name for name in events if f"`{name}`" not in operations) == []
+
+
+def _prose(markdown: str) -> str:
+    """Markdown without its fenced code blocks."""
+    return re.sub(r"^(```|~~~).*?^\1[^\n]*$", "", markdown, flags=re.MULTILINE | re.DOTALL)
+
+
+def _links(markdown: str) -> list[str]:
+    """The targets of the inline links and images of a Markdown text, outside code."""
+    text = re.sub(r"`[^`\n]*`", "", _prose(markdown))
+    return re.findall(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", text)
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown text.
+
+    Lowercase; punctuation dropped but for hyphens, spaces and underscores (GitHub
+    keeps word characters); spaces to hyphens; a repeated slug gets -1, -2, ...
+    """
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", _prose(markdown), flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_readme_is_a_short_front_door_to_every_guide() -> None:
+    """README.md has at most 250 lines and links every guide in docs/."""
+    assert len(README.splitlines()) <= README_MAX_LINES
+    linked = {target.split("#")[0] for target in _links(README)}
+    guides = sorted(DOCS.glob("*.md"))
+    assert len(guides) >= 8
+    assert [g.name for g in guides if f"docs/{g.name}" not in linked] == []
+
+
+@pytest.mark.parametrize(
+    "document",
+    [ROOT / "README.md", *sorted(DOCS.glob("*.md"))],
+    ids=lambda path: path.relative_to(ROOT).as_posix(),
+)
+def test_relative_links_resolve(document: Path) -> None:
+    """Every relative link of the document names an existing file, and an existing heading."""
+    broken = []
+    for target in _links(document.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:|//", target):
+            continue  # another site
+        path_part, _, anchor = target.partition("#")
+        path = (document.parent / path_part).resolve() if path_part else document
+        if not path.exists():
+            broken.append(target)
+            continue
+        if anchor and path.suffix == ".md" and anchor not in _anchors(path.read_text()):
+            broken.append(target)
+    assert broken == []
