@@ -38,6 +38,28 @@ def test_promtool_checks_the_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _metrics_guide_queries() -> list[str]:
+    """The example-query cells of the tables in docs/metrics.md."""
+    queries = []
+    for line in (ROOT / "docs" / "metrics.md").read_text().splitlines():
+        if line.startswith("| `cce_"):
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            queries.append(cells[4].strip("`"))
+    return queries
+
+
+def test_promtool_parses_the_metrics_guide_queries(tmp_path: Path) -> None:
+    """Every example query of docs/metrics.md is PromQL that promtool accepts."""
+    promtool = require_program("promtool")
+    queries = _metrics_guide_queries()
+    assert len(queries) >= 20
+    rules = [{"record": f"docs:example_{i}", "expr": expr} for i, expr in enumerate(queries)]
+    path = tmp_path / "examples.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
+    result = _run(promtool, "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
     """`promtool test rules` passes alerts.test.yml."""
     promtool = require_program("promtool")

@@ -458,11 +458,11 @@ def test_dashboard_failing_polls_follow_the_cluster_and_type(stack: Stack) -> No
     assert failing_kinds(one_cluster) == set()
 
 
-def _readme_queries() -> list[str]:
-    """The PromQL examples of the README, one query per comment-headed block."""
-    readme = (ROOT / "README.md").read_text()
-    opening = readme.index("```promql", readme.index("### Example queries")) + len("```promql")
-    block = readme[opening : readme.index("```", opening)]
+def _example_queries() -> list[str]:
+    """The PromQL examples of docs/monitoring.md, one query per comment-headed block."""
+    guide = (ROOT / "docs" / "monitoring.md").read_text()
+    opening = guide.index("```promql", guide.index("## Example queries")) + len("```promql")
+    block = guide[opening : guide.index("```", opening)]
     queries, current = [], []
     for line in block.strip().splitlines():
         if line.startswith("#"):
@@ -475,13 +475,13 @@ def _readme_queries() -> list[str]:
     return queries
 
 
-def test_readme_example_queries_answer(stack: Stack) -> None:
-    """Every example query of the README runs against the real Prometheus and returns data.
+def test_example_queries_answer(stack: Stack) -> None:
+    """Every example query of docs/monitoring.md runs against the real Prometheus and returns data.
 
     A query over a rate of errors needs two scrapes that saw the counter move,
     so each query is given up to 30 s to return data.
     """
-    queries = _readme_queries()
+    queries = _example_queries()
     assert len(queries) >= 6
     for expr in queries:
         deadline = time.monotonic() + 30

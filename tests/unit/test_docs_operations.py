@@ -11,11 +11,8 @@ ROOT = Path(__file__).parents[2]
 
 
 def _operations() -> str:
-    """The README's Operations section."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index("\n## Operations\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else None]
+    """The operations guide."""
+    return (ROOT / "docs" / "operations.md").read_text()
 
 
 def test_operations_explains_every_error_kind() -> None:
