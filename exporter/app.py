@@ -1,4 +1,4 @@
-"""Wiring: settings in, a running exporter out; and its `--once` and `--demo` forms."""
+"""The composition root: settings in, a running exporter out (run_service), and its --once form."""
 
 import asyncio
 import contextlib

@@ -70,7 +70,7 @@ IdList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
 
 
 class Settings(BaseSettings):
-    """Every setting of the exporter; see the README for their meaning."""
+    """Every setting of the exporter; docs/configuration.md tells their meaning."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
