@@ -1,9 +1,11 @@
 """Structured logging: one event name and key=value fields per line, as text or JSON."""
 
+import asyncio
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 _FIELDS = "fields"
@@ -60,6 +62,76 @@ def event(logger: logging.Logger, level: int, name: str, **fields: object) -> No
 def crash(logger: logging.Logger, name: str, error: BaseException, **fields: object) -> None:
     """Log the error event `name` of a bug, with its fields and the traceback of `error`."""
     logger.error(name, exc_info=error, extra={_FIELDS: fields})
+
+
+# Distinct field sets a Summary counts apart in one interval; more share one line.
+_MAX_SUMMARY_KEYS = 16
+
+CallLater = Callable[[float, Callable[[], None]], object]
+
+
+class Summary:
+    """Logs an event that may repeat without end as one line per interval, with its count.
+
+    The first occurrence after a quiet interval is logged at once (`count=1`);
+    the ones that follow within `interval` seconds are counted, and logged
+    together when it ends (`count=N`, `interval_seconds`), one line for each
+    distinct set of fields (at most a few; any more share one line without
+    fields). Where no event loop runs to end the interval, each occurrence
+    is logged as it comes.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        name: str,
+        *,
+        interval: float = 60.0,
+        call_later: CallLater | None = None,
+    ) -> None:
+        self._logger = logger
+        self._level = level
+        self._name = name
+        self._interval = interval
+        self._call_later = call_later
+        self._open = False
+        self._counts: dict[tuple[tuple[str, object], ...], int] = {}
+
+    def add(self, count: int = 1, **fields: object) -> None:
+        """Count `count` occurrences of the event with these fields."""
+        if not self._open:
+            event(self._logger, self._level, self._name, count=count, **fields)
+            self._open = self._schedule()
+            return
+        key = tuple(fields.items())
+        if key not in self._counts and len(self._counts) >= _MAX_SUMMARY_KEYS:
+            key = ()
+        self._counts[key] = self._counts.get(key, 0) + count
+
+    def _schedule(self) -> bool:
+        call_later = self._call_later
+        if call_later is None:
+            try:
+                call_later = asyncio.get_running_loop().call_later
+            except RuntimeError:  # no loop: nothing would end the interval
+                return False
+        call_later(self._interval, self._close)
+        return True
+
+    def _close(self) -> None:
+        counts, self._counts = self._counts, {}
+        for key, count in counts.items():
+            event(
+                self._logger,
+                self._level,
+                self._name,
+                count=count,
+                interval_seconds=self._interval,
+                **dict(key),
+            )
+        # Quiet for a whole interval: the next occurrence is news, logged at once.
+        self._open = bool(counts) and self._schedule()
 
 
 def setup_logging(level: str, log_format: str) -> None:
