@@ -16,7 +16,7 @@ from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
 from tests.conftest import Clock, Sleeps
-from tests.fakecce import TOKEN, FakeCCE, Fault
+from tests.standins.cce import TOKEN, FakeCCE, Fault
 
 HINTS = {ErrorKind.UNAUTHORIZED: "check the keys", ErrorKind.FORBIDDEN: "grant cce:job:get"}
 

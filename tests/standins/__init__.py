@@ -1,0 +1,6 @@
+"""The stand-ins the tests share, one job a module.
+
+- `jobs`: job objects in the API's v3 and v2 spellings, broken bodies, `go_time`.
+- `cce`: `FakeCCE`, the CCE job API (show-job and the v2 list) on loopback, with
+  injectable faults; `python -m tests.standins.cce` serves the soak's API.
+"""
