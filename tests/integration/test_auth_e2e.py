@@ -19,7 +19,8 @@ from exporter.errors import ErrorKind
 from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
-from tests.authstandin import PROJECT_ID, StandIn
+from tests.standins.cce import PROJECT_ID
+from tests.standins.iam import StandIn
 
 JOBS = [f"job-{n}" for n in range(6)]
 

@@ -3,4 +3,5 @@
 - `jobs`: job objects in the API's v3 and v2 spellings, broken bodies, `go_time`.
 - `cce`: `FakeCCE`, the CCE job API (show-job and the v2 list) on loopback, with
   injectable faults; `python -m tests.standins.cce` serves the soak's API.
+- `iam`: the CCE and IAM APIs checking tokens, passwords and signatures as the cloud does.
 """

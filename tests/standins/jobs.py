@@ -5,8 +5,12 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+DATA = Path(__file__).parents[1] / "data"
+# The job of the response example on the API page (tests/data/job-example.json).
+EXAMPLE_JOB_ID = "354331b2c-229a-11e8-9c75-0255ac100ceb"
 # 2025-01-01 10:00:00 UTC: when a job was created, unless told.
 CREATED = 1_735_725_600.0
 _NS_PER_S = 1_000_000_000
@@ -133,6 +137,12 @@ def _respell(job: dict[str, Any]) -> None:
     job["status"] = {
         ("status" if key == "phase" else key): value for key, value in job["status"].items()
     }
+
+
+def example_job() -> dict[str, Any]:
+    """The response example of the API page, freshly decoded."""
+    data: dict[str, Any] = json.loads((DATA / "job-example.json").read_text())
+    return data
 
 
 def wide_job(job_id: str, count: int) -> dict[str, Any]:
