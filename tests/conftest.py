@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +125,6 @@ def parse_series(text: str) -> Series:
 def labels(**kwargs: str) -> frozenset[tuple[str, str]]:
     """Build the label set of a series, for looking it up in parse_series' result."""
     return frozenset(kwargs.items())
-
-
-def require_program(name: str) -> str:
-    """Return the path of a real program the test needs; skip without it, fail in CI."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (make system-deps installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture

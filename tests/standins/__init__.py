@@ -4,4 +4,6 @@
 - `cce`: `FakeCCE`, the CCE job API (show-job and the v2 list) on loopback, with
   injectable faults; `python -m tests.standins.cce` serves the soak's API.
 - `iam`: the CCE and IAM APIs checking tokens, passwords and signatures as the cloud does.
+- `processes`: free ports, servers in subprocesses and threads, running the exporter.
+- `scenario`: the system tests' six jobs and the alert webhook.
 """

@@ -12,8 +12,8 @@ from pytest_aiohttp import AiohttpServer
 from exporter.cli import build_parser
 from exporter.settings.model import env_name
 from tests.conftest import EXAMPLE_JOB_ID, labels, parse_series
-from tests.standin import free_port
 from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE
+from tests.standins.processes import free_port
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -22,8 +22,8 @@ from tests.conftest import (
     EXAMPLE_PROJECT_ID,
     labels,
     parse_series,
-    require_program,
 )
+from tests.standins.processes import require_program
 
 ROOT = EXAMPLE_JOB_ID
 MASTER = "fd474fab-9606-11e8-baa9-0255ac10215d"

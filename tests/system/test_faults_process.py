@@ -15,9 +15,9 @@ from pytest_aiohttp import AiohttpServer
 from exporter.cce.client import MAX_BODY_BYTES
 from exporter.errors import ErrorKind
 from tests.conftest import Series, parse_series
-from tests.standin import free_port
 from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE, Fault, html_page
 from tests.standins.jobs import deep_job_body, job_object, wide_job
+from tests.standins.processes import free_port
 
 RETRY_AFTER = 1
 # The error kind each faulty job must be counted under.

@@ -25,8 +25,8 @@ from exporter.app import Exporter, run_service
 from exporter.settings.model import load_settings
 from exporter.watch.watchlist import Route
 from tests.conftest import parse_series
-from tests.standin import free_port
 from tests.standins.cce import TOKEN
+from tests.standins.processes import free_port
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 JOBS = 100
