@@ -26,8 +26,9 @@ from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.cce_job import Renderer
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server.endpoints import WebContext, create_app
-from tests.conftest import Clock, Series, Sleeps, labels, parse_series
+from tests.conftest import Series, labels, parse_series
 from tests.standins.cce import CCE_NOT_FOUND, TOKEN, FakeCCE, Fault, html_page
+from tests.standins.clocks import Clock, Sleeps
 from tests.standins.jobs import deep_job_body, empty_subjobs_body, job_object, wide_job
 
 PROJECT = "proj"

@@ -11,8 +11,9 @@ from pytest_aiohttp import AiohttpServer
 
 from exporter.cli import build_parser
 from exporter.settings.model import env_name
-from tests.conftest import EXAMPLE_JOB_ID, labels, parse_series
+from tests.conftest import labels, parse_series
 from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE
+from tests.standins.jobs import EXAMPLE_JOB_ID
 from tests.standins.processes import free_port
 
 
