@@ -35,6 +35,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+# The job objects are built by the tests' stand-ins (tests/standins/jobs.py):
+# the repository's root is importable however this script is started.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from exporter.app import exporter
 from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.state import JobState, JobStore
@@ -48,6 +52,7 @@ from exporter.server.endpoints import WebContext, create_app
 from exporter.settings.model import Settings
 from exporter.watch.discovery import Discovery, DiscoverySettings
 from exporter.watch.watchlist import Route, WatchList
+from tests.standins.jobs import job_object, v2_job, v3_job
 
 HERE = Path(__file__).resolve().parent
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -101,55 +106,40 @@ class Report:
 PHASE_MIX = ("Success", "Success", "Success", "Running", "Initializing", "Failed")
 
 
-def go_time(moment: float) -> str:
-    """Format a Unix time as CCE does (Go's time.Time.String())."""
-    whole = int(moment)
-    nanos = round((moment - whole) * 1e9) % 1_000_000_000
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)) + f".{nanos:09d} +0000 UTC"
-
-
-def v3_job(job_id: str, subjobs: int, rng: random.Random, now: float) -> dict[str, Any]:
+def realistic_job(job_id: str, subjobs: int, rng: random.Random, now: float) -> dict[str, Any]:
     """Build a realistic v3 job with `subjobs` sub-jobs in mixed phases."""
     created = now - rng.uniform(60, 3600)
     phases = [rng.choice(PHASE_MIX) for _ in range(subjobs)]
     failed = "Failed" in phases
-    return {
-        "kind": "Job",
-        "apiVersion": "v3",
-        "metadata": {
-            "uid": job_id,
-            "creationTimestamp": go_time(created),
-            "updateTimestamp": go_time(created + rng.uniform(1, 600)),
-        },
-        "spec": {
-            "type": rng.choice(["CreateCluster", "CreateNode", "ScaleupCluster", "UpgradeCluster"]),
-            "clusterUID": f"c{rng.getrandbits(64):016x}-83db-11f0-8baa-0255ac10003e",
-            "resourceID": f"r{rng.getrandbits(64):016x}-87e6-11f0-be88-0255ac10003f",
-            "resourceName": f"node-{rng.getrandbits(24):06x}",
-            "subJobs": [
-                {
-                    "kind": "Job",
-                    "apiVersion": "v3",
-                    "metadata": {
-                        "uid": f"{job_id[:24]}-s{n:02d}-{rng.getrandbits(32):08x}",
-                        "creationTimestamp": go_time(created + n),
-                        "updateTimestamp": go_time(created + n + rng.uniform(1, 300)),
-                    },
-                    "spec": {
-                        "type": f"Step{n}",
-                        "clusterUID": f"c{rng.getrandbits(64):016x}",
-                    },
-                    "status": {"phase": phase}
-                    | ({"reason": "Something bad happened at server"} if phase == "Failed" else {}),
-                }
-                for n, phase in enumerate(phases)
-            ],
-        },
-        "status": {
-            "phase": "Failed" if failed else "Running",
-            "reason": "Something bad happened at server, recycle resource" if failed else "",
-        },
-    }
+    updated = created + rng.uniform(1, 600)
+    job_type = rng.choice(["CreateCluster", "CreateNode", "ScaleupCluster", "UpgradeCluster"])
+    cluster = f"c{rng.getrandbits(64):016x}-83db-11f0-8baa-0255ac10003e"
+    resource_id = f"r{rng.getrandbits(64):016x}-87e6-11f0-be88-0255ac10003f"
+    resource_name = f"node-{rng.getrandbits(24):06x}"
+    sub_jobs = [
+        job_object(
+            f"{job_id[:24]}-s{n:02d}-{rng.getrandbits(32):08x}",
+            phase,
+            job_type=f"Step{n}",
+            created=created + n,
+            updated=created + n + rng.uniform(1, 300),
+            cluster=f"c{rng.getrandbits(64):016x}",
+            reason="Something bad happened at server" if phase == "Failed" else None,
+        )
+        for n, phase in enumerate(phases)
+    ]
+    return job_object(
+        job_id,
+        "Failed" if failed else "Running",
+        sub_jobs,
+        job_type=job_type,
+        cluster=cluster,
+        created=created,
+        updated=updated,
+        resource_name=resource_name,
+        resource_id=resource_id,
+        reason="Something bad happened at server, recycle resource" if failed else "",
+    )
 
 
 def job_states(jobs: int, subjobs: int, *, seed: int = 1) -> list[JobState]:
@@ -159,7 +149,7 @@ def job_states(jobs: int, subjobs: int, *, seed: int = 1) -> list[JobState]:
     states = []
     for n in range(jobs):
         job_id = f"{rng.getrandbits(32):08x}-{n:04d}-11f0-be88-0255ac10003f"
-        body = json.dumps(v3_job(job_id, subjobs, rng, now)).encode()
+        body = json.dumps(realistic_job(job_id, subjobs, rng, now)).encode()
         state = JobState(job_id).succeeded(flatten(json.loads(body), job_id), now - 5)
         if n % 7 == 0:
             state = state.failed(ErrorKind.TIMEOUT, "timeout: no answer within 10 s", now)
@@ -405,63 +395,26 @@ class SimJob:
         """Return the job's last update at `now`."""
         return min(now, self.start + self.runs)
 
+    def _facts(self, now: float) -> dict[str, Any]:
+        """Return the job at `now` as arguments of the stand-ins' `v3_job` and `v2_job`."""
+        return {
+            "created": self.start,
+            "updated": self.updated(now),
+            "job_type": self.job_type,
+            "phase": self.phase(now),
+            "subjobs": 1,
+        }
+
     def v3(self, now: float) -> dict[str, Any]:
         """Render the job as the v3 API does at `now`."""
-        phase = self.phase(now)
-        return {
-            "metadata": {
-                "uid": self.job_id,
-                "creationTimestamp": go_time(self.start),
-                "updateTimestamp": go_time(self.updated(now)),
-            },
-            "spec": {
-                "type": self.job_type,
-                "clusterUID": "c1",
-                "subJobs": [
-                    {
-                        "metadata": {
-                            "uid": f"{self.job_id}-s",
-                            "creationTimestamp": go_time(self.start),
-                        },
-                        "spec": {"type": "Step"},
-                        "status": {"phase": phase},
-                    }
-                ],
-            },
-            "status": {"phase": phase},
-        }
+        return v3_job(self.job_id, **self._facts(now))
 
     def v2(self, now: float) -> dict[str, Any]:
         """Render the job as the v2 list does at `now`."""
         if self.final is not None:
             return self.final
-        phase = self.phase(now)
-        status: dict[str, Any] = {"status": phase}
-        if phase in ("Success", "Failed"):
-            status["completionTime"] = go_time(self.start + self.runs)
-        listed = {
-            "metadata": {
-                "uid": self.job_id,
-                "creationTimestamp": go_time(self.start),
-                "updateTimestamp": go_time(self.updated(now)),
-            },
-            "spec": {
-                "type": self.job_type,
-                "clusteruid": "c1",
-                "subjobs": [
-                    {
-                        "metadata": {
-                            "uid": f"{self.job_id}-s",
-                            "creationTimestamp": go_time(self.start),
-                        },
-                        "spec": {"type": "Step"},
-                        "status": {"status": phase},
-                    }
-                ],
-            },
-            "status": status,
-        }
-        if phase in ("Success", "Failed"):
+        listed = v2_job(self.job_id, **self._facts(now))
+        if self.phase(now) in ("Success", "Failed"):
             self.final = listed
         return listed
 

@@ -11,50 +11,45 @@ import asyncio
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+# The job objects are built by the tests' stand-ins (tests/standins/jobs.py):
+# the repository's root is importable however this script is started.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def go_time(moment: float) -> str:
-    """Format a Unix time as CCE does."""
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
+from tests.standins.jobs import go_time, job_object
 
 
-def running_job(job_id: str, subjobs: int, created: float) -> dict[str, object]:
+def running_job(job_id: str, subjobs: int, created: float) -> dict[str, Any]:
     """Build a running v3 job with `subjobs` sub-jobs, some done, one running."""
     phases = ["Success"] * (subjobs // 2) + ["Running"] + ["Initializing"] * subjobs
-    return {
-        "kind": "Job",
-        "apiVersion": "v3",
-        "metadata": {
-            "uid": job_id,
-            "creationTimestamp": go_time(created),
-            "updateTimestamp": go_time(created + 120),
-        },
-        "spec": {
-            "type": "CreateCluster",
-            "clusterUID": "7ec8b73d-83db-11f0-8baa-0255ac10003e",
-            "resourceID": "3b4410fa-87e6-11f0-be88-0255ac10003f",
-            "resourceName": "cluster-a",
-            "extendParam": {"orderID": "CS25090218238EI5V"},
-            "subJobs": [
-                {
-                    "kind": "Job",
-                    "apiVersion": "v3",
-                    "metadata": {
-                        "uid": f"{job_id}-s{n}",
-                        "creationTimestamp": go_time(created),
-                        "updateTimestamp": go_time(created + 60 + n),
-                    },
-                    "spec": {"type": f"Step{n}", "clusterUID": "7ec8b73d-83db-11f0-8baa"},
-                    "status": {"phase": phases[n]},
-                }
-                for n in range(subjobs)
-            ],
-        },
-        "status": {"phase": "Running", "reason": ""},
-    }
+    steps = [
+        job_object(
+            f"{job_id}-s{n}",
+            phases[n],
+            job_type=f"Step{n}",
+            cluster="7ec8b73d-83db-11f0-8baa",
+            created=created,
+            updated=created + 60 + n,
+        )
+        for n in range(subjobs)
+    ]
+    return job_object(
+        job_id,
+        "Running",
+        steps,
+        job_type="CreateCluster",
+        cluster="7ec8b73d-83db-11f0-8baa-0255ac10003e",
+        created=created,
+        updated=created + 120,
+        resource_name="cluster-a",
+        resource_id="3b4410fa-87e6-11f0-be88-0255ac10003f",
+        extend_param={"orderID": "CS25090218238EI5V"},
+        reason="",
+    )
 
 
 async def main() -> None:
@@ -72,7 +67,7 @@ async def main() -> None:
         parts = bodies.get(job_id)
         if parts is None:
             job = running_job(job_id, args.subjobs, created)
-            job["metadata"]["updateTimestamp"] = marker  # type: ignore[index]
+            job["metadata"]["updateTimestamp"] = marker
             head, _, tail = json.dumps(job).encode().partition(marker.encode())
             parts = bodies[job_id] = (head, tail)
         # A running job moves on: its update time is new at every answer.

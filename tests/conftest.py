@@ -1,9 +1,6 @@
 """Shared fixtures: the API page's example job, fresh instruments, exposition parsing."""
 
-import json
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +13,7 @@ from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.watch.sharding import Shard
 from exporter.watch.watchlist import WatchList
-
-DATA = Path(__file__).parent / "data"
-EXAMPLE_JOB_ID = "354331b2c-229a-11e8-9c75-0255ac100ceb"
-EXAMPLE_PROJECT_ID = "0123456789abcdef0123456789abcdef"
+from tests.standins import jobs
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -42,34 +36,6 @@ settings.load_profile(
 )
 
 
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        """Tell the time."""
-        return self.now
-
-
-class Sleeps:
-    """Records the sleeps asked for, and moves a fake clock by them instead of sleeping."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-        self.calls: list[float] = []
-
-    def clock(self) -> float:
-        """Tell the fake time."""
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Record a sleep and let the fake time pass."""
-        self.calls.append(seconds)
-        self.now += seconds
-
-
 class NoReads:
     """A job reader for tests that must not poll: any read is a failure."""
 
@@ -82,8 +48,7 @@ class NoReads:
 @pytest.fixture
 def example_job() -> dict[str, Any]:
     """The response example of the API page, as decoded JSON."""
-    data: dict[str, Any] = json.loads((DATA / "job-example.json").read_text())
-    return data
+    return jobs.example_job()
 
 
 @pytest.fixture
@@ -126,17 +91,6 @@ def parse_series(text: str) -> Series:
 def labels(**kwargs: str) -> frozenset[tuple[str, str]]:
     """Build the label set of a series, for looking it up in parse_series' result."""
     return frozenset(kwargs.items())
-
-
-def require_program(name: str) -> str:
-    """Return the path of a real program the test needs; skip without it, fail in CI."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (make system-deps installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ from pydantic import SecretStr
 from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
-from exporter.scheduler import PollSettings, Scheduler
 from exporter.server import adminapi
 from exporter.server.endpoints import WebContext, create_app
 from exporter.server.webconfig.live import LiveWebConfig, secure
 from exporter.watch.sharding import Shard
 from exporter.watch.watchlist import Route, WatchList
-from tests.conftest import NoReads, idle_watchlist
+from tests.conftest import idle_watchlist
 
 ADMIN = "s3cret-admin-token"
 
@@ -224,14 +223,8 @@ async def test_jobs_of_other_shards_are_named_not_watched(
 
 def test_the_context_never_shows_the_token(instruments: Instruments) -> None:
     """The admin context's repr says whether the API is on, never the token."""
-    store = JobStore()
-    scheduler = Scheduler(
-        NoReads(),
-        store,
-        instruments,
-        PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),
-    )
-    context = adminapi.AdminContext(WatchList(scheduler, instruments), SecretStr(ADMIN))
+    watchlist, _, _ = idle_watchlist(instruments)
+    context = adminapi.AdminContext(watchlist, SecretStr(ADMIN))
     assert ADMIN not in repr(context)
     assert "enabled=True" in repr(context)
 

@@ -19,20 +19,11 @@ from exporter.errors import ErrorKind
 from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
-from tests.authstandin import PROJECT_ID, StandIn
+from tests.standins.cce import PROJECT_ID
+from tests.standins.clocks import Clock
+from tests.standins.iam import StandIn
 
 JOBS = [f"job-{n}" for n in range(6)]
-
-
-class Clock:
-    """Wall-clock time that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        """Tell the time."""
-        return self.now
 
 
 @dataclass
@@ -85,8 +76,8 @@ class Rig:
 
 @pytest.fixture
 def clock() -> Clock:
-    """A clock the test moves."""
-    return Clock()
+    """A clock the test moves, starting at the wall-clock time."""
+    return Clock(time.time())
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
-from tests.conftest import Clock, Sleeps
-from tests.fakecce import TOKEN, FakeCCE, Fault
+from tests.standins.cce import TOKEN, FakeCCE, Fault
+from tests.standins.clocks import Clock, Sleeps
 
 HINTS = {ErrorKind.UNAUTHORIZED: "check the keys", ErrorKind.FORBIDDEN: "grant cce:job:get"}
 

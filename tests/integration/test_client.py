@@ -21,7 +21,8 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.state import ERROR_KINDS, JobStore
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
-from tests.conftest import EXAMPLE_JOB_ID, Sleeps
+from tests.standins.clocks import Sleeps
+from tests.standins.jobs import EXAMPLE_JOB_ID
 
 ENDPOINT = "https://cce.cn-north-4.myhuaweicloud.com"
 PROJECT = "0123456789abcdef0123456789abcdef"

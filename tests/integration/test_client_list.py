@@ -13,7 +13,7 @@ from exporter.cce.auth.base import TokenAuth
 from exporter.cce.client import CCEClient
 from exporter.errors import ApiError, ErrorKind
 from exporter.metrics.cce_exporter import Instruments
-from tests.fakelist import v2_job
+from tests.standins.jobs import v2_job
 
 
 class _Answer:

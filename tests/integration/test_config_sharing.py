@@ -10,7 +10,7 @@ from exporter.app import run_once
 from exporter.cli import build_parser, main
 from exporter.settings.load import ConfigError, load_settings
 from exporter.settings.model import Settings
-from tests.fakelist import PROJECT, TOKEN, FakeCCE
+from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE
 
 BASE = {"endpoint": "https://cce.example.com", "project_id": "p1", "auth_token": "t"}
 
@@ -136,16 +136,16 @@ async def test_once_with_discovery_polls_the_listed_jobs(
 ) -> None:
     """--once with discover reads the list, polls what qualifies and prints its metrics."""
     cce = FakeCCE()
-    cce.add("job-a", created=time.time() - 60)
+    cce.add_listed("job-a", created=time.time() - 60)
     server = await aiohttp_server(cce.app())
     settings = Settings(
         endpoint=str(server.make_url("")).rstrip("/"),
-        project_id=PROJECT,
+        project_id=PROJECT_ID,
         auth_token=SecretStr(TOKEN),
         discover=True,
     )
     status = await run_once(settings)
     out = capsys.readouterr().out
     assert status == 0
-    assert f'cce_job_poll_success{{job_id="job-a",project_id="{PROJECT}"}} 1.0' in out
-    assert cce.hits["list"] == 1
+    assert f'cce_job_poll_success{{job_id="job-a",project_id="{PROJECT_ID}"}} 1.0' in out
+    assert cce.lists == 1

@@ -10,7 +10,7 @@ from exporter.jobs.timestamps import parse_timestamp
 from exporter.jobs.tree import flatten
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
-from tests.conftest import Clock
+from tests.standins.clocks import Clock
 
 
 def test_jobs_move_through_their_phases() -> None:

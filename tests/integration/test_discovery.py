@@ -10,7 +10,8 @@ from exporter.app import Exporter, exporter
 from exporter.errors import ErrorKind
 from exporter.jobs.tree import MAX_NODES
 from exporter.settings.model import Settings
-from tests.fakelist import PROJECT, TOKEN, FakeCCE, v2_job
+from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE
+from tests.standins.jobs import v2_job
 
 HOUR = 3600.0
 
@@ -31,7 +32,7 @@ async def server(cce: FakeCCE, aiohttp_server: Any) -> TestServer:
 def _settings(server: TestServer, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "endpoint": str(server.make_url("")).rstrip("/"),
-        "project_id": PROJECT,
+        "project_id": PROJECT_ID,
         "auth_token": SecretStr(TOKEN),
         "discover": True,
         "poll_interval": 30,
@@ -48,9 +49,9 @@ def forty(cce: FakeCCE) -> float:
     """40 listed jobs: 30 created in the last hours and running, 10 created days ago."""
     now = time.time()
     for n in range(30):
-        cce.add(f"recent-{n:02d}", created=now - n * 60)
+        cce.add_listed(f"recent-{n:02d}", created=now - n * 60)
     for n in range(10):
-        cce.add(f"old-{n:02d}", created=now - 3 * 86400 - n)
+        cce.add_listed(f"old-{n:02d}", created=now - 3 * 86400 - n)
     return now
 
 
@@ -67,8 +68,8 @@ async def test_forty_listed_thirty_recent_become_thirty_watched(
         assert _ids(ex) == {f"recent-{n:02d}" for n in range(30)}
         polled = await ex.scheduler.poll_due(jitter=False)
     assert len(polled) == 30
-    assert cce.hits["show"] == 30
-    assert cce.hits["list"] == 1
+    assert cce.requests.total() == 30
+    assert cce.lists == 1
     assert all(state.last_ok for state in ex.store)
 
 
@@ -91,10 +92,10 @@ async def test_a_failing_list_keeps_the_jobs_known(cce: FakeCCE, server: TestSer
 async def test_jobs_listed_finished_cost_no_v3_request(cce: FakeCCE, server: TestServer) -> None:
     """A job the list shows finished, with all the metrics need, is stored without a poll."""
     now = time.time()
-    cce.add("ran-ok", created=now - 600, updated=now - 60, phase="Success", subjobs=3)
-    cce.add("ran-bad", created=now - 600, updated=now - 30, phase="Failed", reason="boom")
-    cce.add("long-gone", created=now - 20 * HOUR, updated=now - 10 * HOUR, phase="Success")
-    cce.add("running", created=now - 60)
+    cce.add_listed("ran-ok", created=now - 600, updated=now - 60, phase="Success", subjobs=3)
+    cce.add_listed("ran-bad", created=now - 600, updated=now - 30, phase="Failed", reason="boom")
+    cce.add_listed("long-gone", created=now - 20 * HOUR, updated=now - 10 * HOUR, phase="Success")
+    cce.add_listed("running", created=now - 60)
     async with exporter(_settings(server, finished_retention=HOUR)) as ex:
         assert ex.discovery is not None
         result = await ex.discovery.refresh()
@@ -104,15 +105,15 @@ async def test_jobs_listed_finished_cost_no_v3_request(cce: FakeCCE, server: Tes
         await ex.scheduler.poll_due(jitter=False)
         text = ex.renderer.render(ex.store).decode()
         ok = ex.store.get("ran-ok")
-    assert cce.hits["show"] == 1
-    assert cce.hits["show:running"] == 1
+    assert cce.requests.total() == 1
+    assert cce.requests["running"] == 1
     assert ok is not None
     assert ok.finished_at == pytest.approx(now - 60, abs=1)
     assert ok.tree is not None
     assert len(ok.tree.nodes) == 4
     assert (
         'cce_job_status_reason_info{job_id="ran-bad",job_type="CreateCluster",'
-        f'project_id="{PROJECT}",reason="boom",root_job_id="ran-bad"}} 1.0'
+        f'project_id="{PROJECT_ID}",reason="boom",root_job_id="ran-bad"}} 1.0'
     ) in text
 
 
@@ -121,7 +122,7 @@ async def test_a_finished_job_the_list_cannot_fully_tell_is_polled(
 ) -> None:
     """A finished job whose listed object lacks what the metrics need is read through v3."""
     now = time.time()
-    cce.add("odd", created=now - 600, phase="Success")
+    cce.add_listed("odd", created=now - 600, phase="Success")
     cce.listing[0]["metadata"]["updateTimestamp"] = "yesterday"
     async with exporter(_settings(server)) as ex:
         assert ex.discovery is not None
@@ -129,7 +130,7 @@ async def test_a_finished_job_the_list_cannot_fully_tell_is_polled(
         await ex.scheduler.poll_due(jitter=False)
     assert result.watched == 1
     assert result.stored_finished == 0
-    assert cce.hits["show:odd"] == 1
+    assert cce.requests["odd"] == 1
 
 
 async def test_a_finished_job_listed_with_a_zero_completion_time_ended_at_its_update(
@@ -137,7 +138,7 @@ async def test_a_finished_job_listed_with_a_zero_completion_time_ended_at_its_up
 ) -> None:
     """Go's zero time as completionTime is absent: the job ended at its update time."""
     now = time.time()
-    cce.add("zero-end", created=now - 600, updated=now - 60, phase="Success")
+    cce.add_listed("zero-end", created=now - 600, updated=now - 60, phase="Success")
     cce.listing[0]["status"]["completionTime"] = "0001-01-01 00:00:00 +0000 UTC"
     async with exporter(_settings(server, finished_retention=HOUR)) as ex:
         assert ex.discovery is not None
@@ -151,10 +152,10 @@ async def test_a_finished_job_listed_with_a_zero_completion_time_ended_at_its_up
 async def test_job_types_and_age_choose_the_jobs(cce: FakeCCE, server: TestServer) -> None:
     """Only jobs whose type matches the whole expression, and recent enough, are picked up."""
     now = time.time()
-    cce.add("c1", created=now - 60, job_type="CreateCluster")
-    cce.add("c2", created=now - 7200, job_type="CreateNode")
-    cce.add("d1", created=now - 60, job_type="DeleteNode")
-    cce.add("x1", created=now - 60, job_type="XCreateCluster")
+    cce.add_listed("c1", created=now - 60, job_type="CreateCluster")
+    cce.add_listed("c2", created=now - 7200, job_type="CreateNode")
+    cce.add_listed("d1", created=now - 60, job_type="DeleteNode")
+    cce.add_listed("x1", created=now - 60, job_type="XCreateCluster")
     cce.listing.append({"metadata": {"uid": "no-time"}, "spec": {"type": "CreateNode"}})
     settings = _settings(server, discover_job_types="Create.*", discover_max_age=HOUR)
     async with exporter(settings) as ex:
@@ -168,8 +169,8 @@ async def test_a_removed_or_expired_job_is_not_picked_up_again(
 ) -> None:
     """A discovered job stopped through the job API stays stopped while the list shows it."""
     now = time.time()
-    cce.add("job-a", created=now - 60)
-    cce.add("job-b", created=now - 60)
+    cce.add_listed("job-a", created=now - 60)
+    cce.add_listed("job-b", created=now - 60)
     async with exporter(_settings(server)) as ex:
         assert ex.discovery is not None
         await ex.discovery.refresh()
@@ -189,7 +190,7 @@ async def test_invalid_listed_ids_are_counted_once(cce: FakeCCE, server: TestSer
     """A listed job whose ID may not go into a URL is refused once, not every pass."""
     now = time.time()
     cce.listing.append(v2_job("bad/id", created=now - 60))
-    cce.add("good", created=now - 60)
+    cce.add_listed("good", created=now - 60)
     async with exporter(_settings(server)) as ex:
         assert ex.discovery is not None
         await ex.discovery.refresh()
@@ -205,7 +206,7 @@ async def test_max_jobs_holds_for_discovery(cce: FakeCCE, server: TestServer) ->
     """Discovery stops at max_jobs and counts the rest as refused."""
     now = time.time()
     for n in range(5):
-        cce.add(f"job-{n}", created=now - 60)
+        cce.add_listed(f"job-{n}", created=now - 60)
     async with exporter(_settings(server, max_jobs=3)) as ex:
         assert ex.discovery is not None
         await ex.discovery.refresh()
@@ -221,7 +222,7 @@ async def test_three_replicas_split_sixty_jobs(cce: FakeCCE, server: TestServer)
     now = time.time()
     all_ids = {f"job-{n:02d}" for n in range(60)}
     for job_id in sorted(all_ids):
-        cce.add(job_id, created=now - 60)
+        cce.add_listed(job_id, created=now - 60)
     shares = []
     for index in range(3):
         settings = _settings(server, shard_count=3, shard_index=index)
@@ -242,7 +243,7 @@ async def test_not_ready_before_the_first_read_of_the_list(
     cce: FakeCCE, server: TestServer
 ) -> None:
     """A discovering exporter is ready once the list was read and its jobs polled, then stays so."""
-    cce.add("running", created=time.time() - 60)
+    cce.add_listed("running", created=time.time() - 60)
     async with exporter(_settings(server)) as ex:
         assert ex.discovery is not None
         assert not ex.ready()
@@ -251,7 +252,7 @@ async def test_not_ready_before_the_first_read_of_the_list(
         await ex.scheduler.poll_due(jitter=False)
         assert ex.ready()
         # Once ready, always: a job found later is polled as it comes.
-        cce.add("later", created=time.time() - 30)
+        cce.add_listed("later", created=time.time() - 30)
         await ex.discovery.refresh()
         assert "later" in ex.store
         assert not ex.scheduler.ready
@@ -264,8 +265,8 @@ async def test_after_a_restart_no_route_exports_a_job_that_ended_long_ago(
     """Named in the settings, the jobs file or the list, a job that ended too long ago stays out."""
     now = time.time()
     for job_id, ended in (("old-a", now - 2 * HOUR), ("old-b", now - 2 * HOUR)):
-        cce.add(job_id, created=ended - 600, updated=ended, phase="Failed", reason="boom")
-    cce.add("recent", created=now - 1200, updated=now - 600, phase="Failed", reason="boom")
+        cce.add_listed(job_id, created=ended - 600, updated=ended, phase="Failed", reason="boom")
+    cce.add_listed("recent", created=now - 1200, updated=now - 600, phase="Failed", reason="boom")
     jobs_file = tmp_path / "jobs.txt"
     jobs_file.write_text("old-b\n")
     settings = _settings(
@@ -281,7 +282,7 @@ async def test_after_a_restart_no_route_exports_a_job_that_ended_long_ago(
         recent = ex.store.get("recent")
         assert _ids(ex) == {"recent"}
     assert 'job_id="old-' not in text
-    assert cce.hits["show:old-a"] == cce.hits["show:old-b"] == 1
+    assert cce.requests["old-a"] == cce.requests["old-b"] == 1
     assert recent is not None
     assert recent.finished_at == pytest.approx(now - 600, abs=1)
 
@@ -291,7 +292,7 @@ async def test_a_listed_end_time_in_the_future_counts_as_now(
 ) -> None:
     """A job listed finished with an end time ahead of the clock keeps its series from now on."""
     now = time.time()
-    cce.add("ahead", created=now - 600, updated=now + HOUR, phase="Success")
+    cce.add_listed("ahead", created=now - 600, updated=now + HOUR, phase="Success")
     async with exporter(_settings(server, finished_retention=HOUR)) as ex:
         assert ex.discovery is not None
         result = await ex.discovery.refresh()
@@ -308,14 +309,16 @@ async def test_a_listed_job_over_the_node_cap_costs_only_itself(
     """A finished job whose listed tree passes MAX_NODES is polled instead, and only it fails."""
     now = time.time()
     for job_id, subjobs in (("at-cap", MAX_NODES - 1), ("over-cap", MAX_NODES), ("small", 3)):
-        cce.add(job_id, created=now - 600, updated=now - 60, phase="Success", subjobs=subjobs)
+        cce.add_listed(
+            job_id, created=now - 600, updated=now - 60, phase="Success", subjobs=subjobs
+        )
     async with exporter(_settings(server, finished_retention=HOUR)) as ex:
         assert ex.discovery is not None
         result = await ex.discovery.refresh()
         assert (result.stored_finished, result.watched) == (2, 1)
         await ex.scheduler.poll_due(jitter=False)
         at_cap, over, small = (ex.store.get(j) for j in ("at-cap", "over-cap", "small"))
-    assert cce.hits["show"] == cce.hits["show:over-cap"] == 1
+    assert cce.requests.total() == cce.requests["over-cap"] == 1
     assert over is not None
     assert over.tree is None
     assert over.last_error_kind is ErrorKind.INVALID_RESPONSE

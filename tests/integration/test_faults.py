@@ -1,6 +1,6 @@
 """Each fault of the API and the network, against the real client, scheduler and /metrics.
 
-A real local server (tests.fakecce) plays the CCE API beside two healthy jobs;
+A real local server (tests.standins.cce) plays the CCE API beside two healthy jobs;
 the faulty job must cost only itself: its error counted under the right kind,
 the others' series untouched, /metrics answering.
 """
@@ -27,18 +27,10 @@ from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server.endpoints import WebContext, create_app
-from tests.conftest import Clock, Series, Sleeps, labels, parse_series
-from tests.fakecce import (
-    CCE_NOT_FOUND,
-    TOKEN,
-    FakeCCE,
-    Fault,
-    deep_job_body,
-    empty_subjobs_body,
-    html_page,
-    job_object,
-    wide_job,
-)
+from tests.conftest import Series, labels, parse_series
+from tests.standins.cce import CCE_NOT_FOUND, TOKEN, FakeCCE, Fault, html_page
+from tests.standins.clocks import Clock, Sleeps
+from tests.standins.jobs import deep_job_body, empty_subjobs_body, job_object, wide_job
 
 PROJECT = "proj"
 HEALTHY = ("ok-1", "ok-2")

@@ -13,10 +13,10 @@ from exporter.cce.auth.base import OutgoingRequest
 from exporter.cce.auth.iam import IamAuth
 from exporter.errors import ApiError, ErrorKind
 from exporter.metrics.cce_exporter import Instruments
-from tests.authstandin import rfc3339
-from tests.conftest import Clock
+from tests.standins.cce import PROJECT_ID
+from tests.standins.clocks import Clock
+from tests.standins.iam import rfc3339
 
-PROJECT_ID = "0123456789abcdef0123456789abcdef"
 REQUEST = OutgoingRequest("GET", URL("https://cce.example/api"), {})
 
 

@@ -16,8 +16,9 @@ from pytest_aiohttp import AiohttpServer
 from exporter.app import exporter
 from exporter.errors import ErrorKind
 from exporter.settings.load import load_settings
-from tests.authstandin import PROJECT_ID, StandIn
 from tests.conftest import labels, parse_series
+from tests.standins.cce import PROJECT_ID
+from tests.standins.iam import StandIn
 
 JOB = "job-1"
 TOKEN = "static-token"

@@ -10,7 +10,7 @@ from exporter.app import exporter
 from exporter.server import adminapi
 from exporter.server.endpoints import WebContext, create_app
 from exporter.settings.model import Settings
-from tests.fakelist import PROJECT, TOKEN, FakeCCE
+from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE
 
 # Long, so that "within one interval" leaves a wide margin on a busy machine: a
 # new job is polled at once (the jobs file is read every second; the poll loop
@@ -36,13 +36,13 @@ async def test_jobs_from_the_file_and_the_api_are_polled_within_one_interval(
     now = time.time()
     cce = FakeCCE()
     for job_id in ("from-file", "from-api", "from-settings"):
-        cce.add(job_id, created=now - 60)
+        cce.add_listed(job_id, created=now - 60)
     server = await aiohttp_server(cce.app())
     jobs_file = tmp_path / "jobs.txt"
     jobs_file.write_text("# none yet\n")
     settings = Settings(
         endpoint=str(server.make_url("")).rstrip("/"),
-        project_id=PROJECT,
+        project_id=PROJECT_ID,
         auth_token=SecretStr(TOKEN),
         admin_token=SecretStr("admin"),
         job_ids=("from-settings",),
@@ -71,5 +71,5 @@ async def test_jobs_from_the_file_and_the_api_are_polled_within_one_interval(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     for job_id in ("from-file", "from-api", "from-settings"):
-        assert f'cce_job_poll_success{{job_id="{job_id}",project_id="{PROJECT}"}} 1.0' in metrics
-    assert cce.hits["show:from-api"] >= 1
+        assert f'cce_job_poll_success{{job_id="{job_id}",project_id="{PROJECT_ID}"}} 1.0' in metrics
+    assert cce.requests["from-api"] >= 1

@@ -20,8 +20,8 @@ from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.watch.jobsfile import JobsFile
 from exporter.watch.watchlist import WatchList
-from tests.conftest import Clock
-from tests.fakecce import TOKEN, FakeCCE, Fault
+from tests.standins.cce import TOKEN, FakeCCE, Fault
+from tests.standins.clocks import Clock
 
 PROJECT = "proj"
 HOUR = 3600.0

@@ -13,7 +13,7 @@ from exporter.app import exporter
 from exporter.server.endpoints import WebContext, create_app
 from exporter.settings.model import Settings
 from exporter.watch.watchlist import Route
-from tests.fakecce import TOKEN, FakeCCE, Fault
+from tests.standins.cce import TOKEN, FakeCCE, Fault
 
 PROJECT = "proj"
 JOBS = ("held-1", "held-2", "held-3")

@@ -10,7 +10,7 @@ import pytest
 
 from exporter.app import Exporter, run_service
 from exporter.settings.load import load_settings
-from tests.standin import free_port
+from tests.standins.processes import free_port
 
 
 async def _returns_at_once() -> None:

@@ -13,7 +13,7 @@ from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
 from exporter.server.endpoints import WebContext, create_app
 from exporter.server.statuspage import human_duration, iso_time, jobs_json, render_html
-from tests.conftest import EXAMPLE_JOB_ID
+from tests.standins.jobs import EXAMPLE_JOB_ID
 
 # 2018-08-02 08:12:40.672772389 UTC, the example job's creation.
 CREATED = 1533197560.672772389

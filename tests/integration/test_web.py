@@ -13,7 +13,8 @@ from exporter.jobs.tree import flatten
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
 from exporter.server.endpoints import WebContext, create_app, wants_gzip, wants_openmetrics
-from tests.conftest import EXAMPLE_JOB_ID, parse_series
+from tests.conftest import parse_series
+from tests.standins.jobs import EXAMPLE_JOB_ID
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ from pytest_aiohttp import AiohttpServer
 
 from exporter.cli import build_parser
 from exporter.settings.load import env_name
-from tests.conftest import EXAMPLE_JOB_ID, labels, parse_series
-from tests.fakecce import TOKEN, FakeCCE
-from tests.standin import free_port
-
-PROJECT = "0123456789abcdef0123456789abcdef"
+from tests.conftest import labels, parse_series
+from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE
+from tests.standins.jobs import EXAMPLE_JOB_ID
+from tests.standins.processes import free_port
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -56,7 +55,7 @@ async def test_configuration_errors_exit_2_naming_each_setting() -> None:
 async def test_check_config_accepts_good_settings() -> None:
     """--check-config exits 0 on settings that work, and starts nothing."""
     code, out, _ = await _run(
-        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT_ID,
         env=_env(CCE_EXPORTER_AUTH_TOKEN="secret-token-value"),
     )  # fmt: skip
     assert code == 0
@@ -77,13 +76,13 @@ async def test_kubernetes_service_links_do_not_stop_the_exporter() -> None:
         "CCE_EXPORTER_PORT_9849_TCP_ADDR": "10.0.0.11",
     }
     code, out, err = await _run(
-        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT_ID,
         env=_env(CCE_EXPORTER_AUTH_TOKEN="t", **links),
     )  # fmt: skip
     assert code == 0, err
     assert out.strip() == "configuration OK"
     code, _, err = await _run(
-        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT_ID,
         env=_env(CCE_EXPORTER_AUTH_TOKEN="t", CCE_EXPORTER_SERVICE_HOSTS="x", **links),
     )  # fmt: skip
     assert code == 2
@@ -96,7 +95,7 @@ async def test_kubernetes_service_links_do_not_stop_the_exporter() -> None:
 async def test_check_config_accepts_another_clouds_region() -> None:
     """Open Telekom Cloud's region eu-de passes --check-config with its endpoint given."""
     code, out, err = await _run(
-        "--check-config", "--region", "eu-de", "--project-id", PROJECT,
+        "--check-config", "--region", "eu-de", "--project-id", PROJECT_ID,
         "--endpoint", "https://cce.eu-de.otc.t-systems.com",
         env=_env(CCE_EXPORTER_AUTH_TOKEN="t"),
     )  # fmt: skip
@@ -119,17 +118,17 @@ async def test_once_prints_the_exposition(
     api.jobs[EXAMPLE_JOB_ID] = example_job
     server = await aiohttp_server(api.app())
     code, out, err = await _run(
-        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT_ID,
         "--job-ids", EXAMPLE_JOB_ID, env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
     )  # fmt: skip
     assert code == 0, err
     series = parse_series(out)
-    base = {"project_id": PROJECT, "root_job_id": EXAMPLE_JOB_ID}
+    base = {"project_id": PROJECT_ID, "root_job_id": EXAMPLE_JOB_ID}
     master = labels(**base, job_id="fd474fab-9606-11e8-baa9-0255ac10215d", job_type="InstallMaster")
     assert series[("cce_job_duration_seconds", master)] == 774.580423413
     root = labels(**base, job_id=EXAMPLE_JOB_ID, job_type="CreateCluster", phase="Running")
     assert series[("cce_job_status_phase", root)] == 1.0
-    poll = labels(project_id=PROJECT, job_id=EXAMPLE_JOB_ID)
+    poll = labels(project_id=PROJECT_ID, job_id=EXAMPLE_JOB_ID)
     assert series[("cce_job_poll_success", poll)] == 1.0
     assert api.requests[EXAMPLE_JOB_ID] == 1
 
@@ -140,13 +139,13 @@ async def test_once_exits_1_when_a_poll_fails(aiohttp_server: AiohttpServer) -> 
     api.add_job("good")
     server = await aiohttp_server(api.app())
     code, out, err = await _run(
-        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT_ID,
         "--job-ids", "good,gone", env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
     )  # fmt: skip
     assert code == 1
     series = parse_series(out)
-    assert series[("cce_job_poll_success", labels(project_id=PROJECT, job_id="good"))] == 1.0
-    assert series[("cce_job_poll_success", labels(project_id=PROJECT, job_id="gone"))] == 0.0
+    assert series[("cce_job_poll_success", labels(project_id=PROJECT_ID, job_id="good"))] == 1.0
+    assert series[("cce_job_poll_success", labels(project_id=PROJECT_ID, job_id="gone"))] == 0.0
     assert "job_poll_failing" in err
     assert "not_found" in err
 
@@ -157,11 +156,11 @@ async def test_a_token_with_a_trailing_newline_works(aiohttp_server: AiohttpServ
     api.add_job("good")
     server = await aiohttp_server(api.app())
     code, out, err = await _run(
-        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--once", "--endpoint", str(server.make_url("")), "--project-id", PROJECT_ID,
         "--job-ids", "good", env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN + "\n"),
     )  # fmt: skip
     assert code == 0, err
-    assert parse_series(out)[("cce_job_poll_success", labels(project_id=PROJECT, job_id="good"))]
+    assert parse_series(out)[("cce_job_poll_success", labels(project_id=PROJECT_ID, job_id="good"))]
 
 
 @pytest.mark.parametrize(
@@ -195,7 +194,7 @@ async def test_unusable_settings_fail_the_check_and_the_start(
     env: dict[str, str], expected: str
 ) -> None:
     """Settings that would break the service later fail --check-config and start-up alike."""
-    base = ("--region", "cn-north-4", "--project-id", PROJECT)
+    base = ("--region", "cn-north-4", "--project-id", PROJECT_ID)
     for mode in (("--check-config",), ()):
         code, out, err = await _run(*mode, *base, env=_env(**env))
         assert code == 2, out
@@ -231,7 +230,7 @@ async def test_service_serves_and_stops_on_sigterm(
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exporter", "--endpoint", str(server.make_url("")),
-        "--project-id", PROJECT, "--job-ids", EXAMPLE_JOB_ID,
+        "--project-id", PROJECT_ID, "--job-ids", EXAMPLE_JOB_ID,
         "--listen-address", f"127.0.0.1:{port}",
         env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -320,7 +319,7 @@ async def test_a_port_in_use_is_a_clean_configuration_error(
     server = await aiohttp_server(api.app())
     taken = server.port
     code, _, err = await _run(
-        "--endpoint", str(server.make_url("")), "--project-id", PROJECT,
+        "--endpoint", str(server.make_url("")), "--project-id", PROJECT_ID,
         "--listen-address", f"127.0.0.1:{taken}", env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN),
     )  # fmt: skip
     assert code == 2
@@ -333,7 +332,7 @@ async def test_a_ca_bundle_without_certificates_is_refused(tmp_path: Any) -> Non
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not a certificate\n")
     code, _, err = await _run(
-        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT,
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT_ID,
         "--ca-bundle", str(bundle), env=_env(CCE_EXPORTER_AUTH_TOKEN="t"),
     )  # fmt: skip
     assert code == 2

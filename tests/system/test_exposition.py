@@ -18,13 +18,10 @@ from exporter.metrics import exposition
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.cce_job import FAMILIES, Family, render_job
 from exporter.metrics.exposition import Renderer
-from tests.conftest import (
-    EXAMPLE_JOB_ID,
-    EXAMPLE_PROJECT_ID,
-    labels,
-    parse_series,
-    require_program,
-)
+from tests.conftest import labels, parse_series
+from tests.standins.cce import PROJECT_ID
+from tests.standins.jobs import EXAMPLE_JOB_ID
+from tests.standins.processes import require_program
 
 ROOT = EXAMPLE_JOB_ID
 MASTER = "fd474fab-9606-11e8-baa9-0255ac10215d"
@@ -44,9 +41,9 @@ def test_example_gives_exactly_the_spec_series(
     example_job: dict[str, Any], instruments: Instruments
 ) -> None:
     """The API page's example renders every job-tree and polling series with exact values."""
-    text = Renderer(EXAMPLE_PROJECT_ID, instruments.registry).render([_state(example_job)]).decode()
+    text = Renderer(PROJECT_ID, instruments.registry).render([_state(example_job)]).decode()
     series = parse_series(text)
-    p = EXAMPLE_PROJECT_ID
+    p = PROJECT_ID
     jobs = {k: v for k, v in series.items() if k[0].startswith("cce_job_")}
 
     def base(job_id: str, job_type: str) -> dict[str, str]:

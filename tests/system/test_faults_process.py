@@ -15,18 +15,10 @@ from pytest_aiohttp import AiohttpServer
 from exporter.cce.transport import MAX_BODY_BYTES
 from exporter.errors import ErrorKind
 from tests.conftest import Series, parse_series
-from tests.fakecce import (
-    TOKEN,
-    FakeCCE,
-    Fault,
-    deep_job_body,
-    html_page,
-    job_object,
-    wide_job,
-)
-from tests.standin import free_port
+from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE, Fault, html_page
+from tests.standins.jobs import deep_job_body, job_object, wide_job
+from tests.standins.processes import free_port
 
-PROJECT = "0123456789abcdef0123456789abcdef"
 RETRY_AFTER = 1
 # The error kind each faulty job must be counted under.
 EXPECTED = {
@@ -85,7 +77,7 @@ def _fake_api() -> FakeCCE:
 
 
 def _poll_key(job_id: str) -> frozenset[tuple[str, str]]:
-    return frozenset({("project_id", PROJECT), ("job_id", job_id)})
+    return frozenset({("project_id", PROJECT_ID), ("job_id", job_id)})
 
 
 def _split_wide(text: str) -> tuple[str, int]:
@@ -118,7 +110,7 @@ async def test_every_fault_in_one_run(aiohttp_server: AiohttpServer, tmp_path: P
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "exporter", "--endpoint", str(server.make_url("")),
-            "--project-id", PROJECT, "--job-ids", ",".join(job_ids),
+            "--project-id", PROJECT_ID, "--job-ids", ",".join(job_ids),
             "--poll-interval", "0.5", "--finished-retention", "2", "--request-timeout", "1",
             "--rate-limit", "100", "--listen-address", f"127.0.0.1:{port}",
             env=env | {"CCE_EXPORTER_AUTH_TOKEN": TOKEN}, stdout=out, stderr=out,

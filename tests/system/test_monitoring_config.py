@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import require_program
+from tests.standins.processes import require_program
 
 ROOT = Path(__file__).parents[2]
 CONFIG = ROOT / "config"

@@ -1,6 +1,6 @@
 """The whole loop with the real programs: exporter, Prometheus, rules, Alertmanager, webhook.
 
-One stack per module: the stand-in CCE API (tests/standin.py) serves a failed,
+One stack per module: the stand-in CCE API (tests/standins/scenario.py) serves a failed,
 a stuck, an unreadable, a throttled, a finished and a young running job; the
 real exporter (`python -m exporter`) polls it; a real Prometheus scrapes the
 exporter (and a second, dead target) with the shipped scrape config and
@@ -31,8 +31,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import standin
-from tests.conftest import require_program
+from tests.standins import scenario
+from tests.standins.cce import PROJECT_ID
+from tests.standins.processes import (
+    require_program,
+    reserved_port,
+    running_exporter,
+    start_server,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +62,7 @@ IAM_ONLY = ("cce_exporter_token_expiry_timestamp_seconds",)
 class Stack:
     """The running loop: where each part answers and what the webhook got."""
 
-    servers: standin.Servers
+    servers: scenario.Servers
     exporter_url: str
     prometheus_url: str
     alertmanager_url: str
@@ -111,15 +118,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     processes: list[subprocess.Popen[bytes]] = []
     # A bound socket that never listens: a scrape target that refuses connections.
     with (
-        standin.serving() as servers,
-        standin.running_exporter(
-            servers.api_url, standin.SCENARIO_JOBS, work / "exporter.log"
+        scenario.serving() as servers,
+        running_exporter(
+            servers.api_url, scenario.SCENARIO_JOBS, work / "exporter.log"
         ) as exporter_url,
-        standin.reserved_port() as dead_port,
+        reserved_port() as dead_port,
     ):
         try:
             _alertmanager_config(work / "alertmanager.yml", servers.webhook_url)
-            alertmanager_process, am_url = standin.start_server(
+            alertmanager_process, am_url = start_server(
                 lambda port: [
                     alertmanager,
                     f"--config.file={work / 'alertmanager.yml'}",
@@ -141,7 +148,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 dead_target,
                 am_url.removeprefix("http://"),
             )
-            prometheus_process, prom_url = standin.start_server(
+            prometheus_process, prom_url = start_server(
                 lambda port: [
                     prometheus,
                     f"--config.file={work / 'prometheus.yml'}",
@@ -156,7 +163,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(servers, exporter_url, prom_url, am_url, dead_target)
         finally:
             for process in processes:
-                standin.stop(process)
+                stop(process)
 
 
 def _get_json(url: str) -> Any:
@@ -187,8 +194,8 @@ def _job_ids(stack: Stack, expr: str) -> set[str]:
 @pytest.fixture(scope="module")
 def scraped(stack: Stack) -> None:
     """The loop once Prometheus holds every watched job: its tree, or its failing polls."""
-    readable = {standin.FAILED_JOB, standin.STUCK_JOB, standin.DONE_JOB, standin.RUNNING_JOB}
-    unreadable = {standin.FAILING_JOB, standin.THROTTLED_JOB}
+    readable = {scenario.FAILED_JOB, scenario.STUCK_JOB, scenario.DONE_JOB, scenario.RUNNING_JOB}
+    unreadable = {scenario.FAILING_JOB, scenario.THROTTLED_JOB}
 
     def holds_all() -> bool:
         return (
@@ -216,10 +223,10 @@ def _alerts_by_key(stack: Stack) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 EXPECTED = {
-    ("CCEJobFailed", standin.FAILED_JOB),
-    ("CCEJobStuck", standin.STUCK_JOB),
-    ("CCEJobPollFailing", standin.FAILING_JOB),
-    ("CCEJobPollFailing", standin.THROTTLED_JOB),
+    ("CCEJobFailed", scenario.FAILED_JOB),
+    ("CCEJobStuck", scenario.STUCK_JOB),
+    ("CCEJobPollFailing", scenario.FAILING_JOB),
+    ("CCEJobPollFailing", scenario.THROTTLED_JOB),
     ("CCEApiThrottled", "demo-exporter"),
     ("CCEExporterDown", "dead-exporter"),
 }
@@ -236,57 +243,57 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
     # Nothing for the finished job, the young running one, or a sub-job.
     assert set(alerts) == EXPECTED
 
-    failed = alerts["CCEJobFailed", standin.FAILED_JOB]
+    failed = alerts["CCEJobFailed", scenario.FAILED_JOB]
     assert failed["receiver"] == "on-call-pager"
     for key, value in {
         "severity": "critical",
         "job_type": "CreateCluster",
-        "cluster_id": standin.CLUSTER_A,
+        "cluster_id": scenario.CLUSTER_A,
         "resource_name": "prod-cluster",
-        "reason": standin.FAILURE_REASON,
+        "reason": scenario.FAILURE_REASON,
         "region": "cn-north-4",
         "environment": "demo",
-        "project_id": standin.PROJECT_ID,
+        "project_id": PROJECT_ID,
     }.items():
         assert failed["labels"][key] == value, key
     # No instance: a restarted exporter (a new pod IP) must not make it a new alert.
     assert "instance" not in failed["labels"]
     assert failed["annotations"]["summary"] == (
-        f"CCE CreateCluster job {standin.FAILED_JOB} failed on cluster {standin.CLUSTER_A}"
+        f"CCE CreateCluster job {scenario.FAILED_JOB} failed on cluster {scenario.CLUSTER_A}"
     )
     assert failed["annotations"]["description"] == (
-        f"The CreateCluster job {standin.FAILED_JOB} for prod-cluster on cluster "
-        f"{standin.CLUSTER_A} in project {standin.PROJECT_ID} ended Failed. "
-        f"Reason: {standin.FAILURE_REASON}. Failed steps: InstallMaster."
+        f"The CreateCluster job {scenario.FAILED_JOB} for prod-cluster on cluster "
+        f"{scenario.CLUSTER_A} in project {PROJECT_ID} ended Failed. "
+        f"Reason: {scenario.FAILURE_REASON}. Failed steps: InstallMaster."
     )
     assert failed["annotations"]["runbook"].startswith("Open the job in the CCE console")
 
-    stuck = alerts["CCEJobStuck", standin.STUCK_JOB]
+    stuck = alerts["CCEJobStuck", scenario.STUCK_JOB]
     assert stuck["receiver"] == "on-call-pager"
     assert stuck["labels"]["job_type"] == "CreateNode"
-    assert stuck["labels"]["cluster_id"] == standin.CLUSTER_B
+    assert stuck["labels"]["cluster_id"] == scenario.CLUSTER_B
     # Only labels a running job keeps: its resource can appear mid-run.
     assert not {"instance", "resource_id", "resource_name"} & set(stuck["labels"])
     assert re.fullmatch(
-        rf"CCE CreateNode job {standin.STUCK_JOB} on cluster {standin.CLUSTER_B} "
+        rf"CCE CreateNode job {scenario.STUCK_JOB} on cluster {scenario.CLUSTER_B} "
         r"has not finished after 3h 0m \d+s",
         stuck["annotations"]["summary"],
     ), stuck["annotations"]["summary"]
     assert re.fullmatch(
-        rf"The CreateNode job {standin.STUCK_JOB} for node-7 on cluster {standin.CLUSTER_B} "
-        rf"in project {standin.PROJECT_ID} was created 3h 0m \d+s ago and is still not "
+        rf"The CreateNode job {scenario.STUCK_JOB} for node-7 on cluster {scenario.CLUSTER_B} "
+        rf"in project {PROJECT_ID} was created 3h 0m \d+s ago and is still not "
         r"finished; jobs of this type should take less than 45m 0s\.",
         stuck["annotations"]["description"],
     ), stuck["annotations"]["description"]
 
-    failing = alerts["CCEJobPollFailing", standin.FAILING_JOB]
+    failing = alerts["CCEJobPollFailing", scenario.FAILING_JOB]
     assert failing["receiver"] == "team-chat"
     assert failing["labels"]["severity"] == "warning"
     assert failing["annotations"]["summary"] == (
-        f"cce-job-exporter cannot read CCE job {standin.FAILING_JOB} (type not known yet)"
+        f"cce-job-exporter cannot read CCE job {scenario.FAILING_JOB} (type not known yet)"
     )
     assert failing["annotations"]["description"].endswith("errors: server_error.")
-    throttled_job = alerts["CCEJobPollFailing", standin.THROTTLED_JOB]
+    throttled_job = alerts["CCEJobPollFailing", scenario.THROTTLED_JOB]
     assert throttled_job["annotations"]["description"].endswith("errors: throttled.")
 
     throttled = alerts["CCEApiThrottled", "demo-exporter"]
@@ -317,7 +324,7 @@ def _poll_failing_groups(stack: Stack) -> list[tuple[dict[str, str], set[str]]]:
 
 def test_failing_polls_of_a_project_make_one_notification(stack: Stack) -> None:
     """Every job of a project whose polls fail is listed in one notification, not one each."""
-    wanted = {standin.FAILING_JOB, standin.THROTTLED_JOB}
+    wanted = {scenario.FAILING_JOB, scenario.THROTTLED_JOB}
     deadline = time.monotonic() + DEADLINE
     groups = _poll_failing_groups(stack)
     while not any(jobs >= wanted for _, jobs in groups) and time.monotonic() < deadline:
@@ -325,7 +332,7 @@ def test_failing_polls_of_a_project_make_one_notification(stack: Stack) -> None:
         groups = _poll_failing_groups(stack)
     assert any(jobs >= wanted for _, jobs in groups), groups
     for labels, _ in groups:
-        assert labels == {"alertname": "CCEJobPollFailing", "project_id": standin.PROJECT_ID}
+        assert labels == {"alertname": "CCEJobPollFailing", "project_id": PROJECT_ID}
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -377,8 +384,8 @@ def test_every_dashboard_query_answers_with_data(stack: Stack) -> None:
             values = _variable_values(stack, variable["definition"], chosen)
         assert values, variable["name"]
         chosen[variable["name"]] = "(" + "|".join(_grafana_escape(v) for v in values) + ")"
-    assert standin.PROJECT_ID in chosen["project_id"]
-    assert standin.CLUSTER_A in chosen["cluster_id"]
+    assert PROJECT_ID in chosen["project_id"]
+    assert scenario.CLUSTER_A in chosen["cluster_id"]
     assert "CreateCluster" in chosen["job_type"]
 
     # Rates need a few scrapes: wait until the slowest kind of query has data.
@@ -415,18 +422,18 @@ def test_dashboard_table_shows_the_failed_job(stack: Stack) -> None:
             row = rows.setdefault(series["metric"]["job_id"], {})
             row.update(series["metric"])
             row[target["refId"]] = float(series["value"][1])
-    failed = rows[standin.FAILED_JOB]
+    failed = rows[scenario.FAILED_JOB]
     assert failed["phase"] == "Failed"
-    assert failed["reason"] == standin.FAILURE_REASON
+    assert failed["reason"] == scenario.FAILURE_REASON
     assert failed["C"] == 0.5  # one of its two sub-jobs succeeded
     assert failed["D"] == pytest.approx(1800, abs=1)  # 0.7 h - 0.2 h
-    assert rows[standin.STUCK_JOB]["D"] == pytest.approx(3 * 3600, abs=30)
+    assert rows[scenario.STUCK_JOB]["D"] == pytest.approx(3 * 3600, abs=30)
     # Only watched jobs are rows: no sub-job, and the unreadable jobs have no tree.
     assert set(rows) == {
-        standin.FAILED_JOB,
-        standin.STUCK_JOB,
-        standin.DONE_JOB,
-        standin.RUNNING_JOB,
+        scenario.FAILED_JOB,
+        scenario.STUCK_JOB,
+        scenario.DONE_JOB,
+        scenario.RUNNING_JOB,
     }
 
 
@@ -438,7 +445,7 @@ def test_dashboard_failing_polls_follow_the_cluster_and_type(stack: Stack) -> No
     count = panels["Jobs whose polls fail"]["targets"][0]["expr"]
     by_kind = panels["Failed polls by kind"]["targets"][0]["expr"]
     everything = {"project_id": ".*", "cluster_id": ".*", "job_type": ".*"}
-    one_cluster = everything | {"cluster_id": standin.CLUSTER_A}
+    one_cluster = everything | {"cluster_id": scenario.CLUSTER_A}
     # The two unreadable jobs were never read: no type, no cluster.
     answer = query(stack, _fill(count, everything))
     assert [float(s["value"][1]) for s in answer["data"]["result"]] == [2.0]

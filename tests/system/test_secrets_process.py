@@ -14,8 +14,9 @@ import bcrypt
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from tests.authstandin import PROJECT_ID, StandIn
-from tests.standin import free_port
+from tests.standins.cce import PROJECT_ID
+from tests.standins.iam import StandIn
+from tests.standins.processes import free_port
 
 AK = "AKSECRETACCESSKEY0001"
 SK = "SK-secret-key-value-0001"

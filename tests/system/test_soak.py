@@ -25,8 +25,8 @@ from exporter.app import Exporter, run_service
 from exporter.settings.load import load_settings
 from exporter.watch.watchlist import Route
 from tests.conftest import parse_series
-from tests.fakecce import TOKEN
-from tests.standin import free_port
+from tests.standins.cce import TOKEN
+from tests.standins.processes import free_port
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 JOBS = 100
@@ -112,7 +112,7 @@ def _quarter_medians(values: list[int]) -> tuple[float, float]:
 
 async def _start_api() -> tuple[asyncio.subprocess.Process, int]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.fakecce", "--jobs", str(JOBS), "--seed", str(SEED),
+        sys.executable, "-m", "tests.standins.cce", "--jobs", str(JOBS), "--seed", str(SEED),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         cwd=Path(__file__).parents[2],
     )  # fmt: skip

@@ -14,8 +14,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests import standin
-from tests.conftest import require_program
+from tests.standins import scenario
+from tests.standins.processes import require_program, running_exporter
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,8 @@ def exporter_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real exporter, watching the scenario jobs of the stand-in API."""
     log = tmp_path_factory.mktemp("browser") / "exporter.log"
     with (
-        standin.serving() as servers,
-        standin.running_exporter(servers.api_url, standin.SCENARIO_JOBS, log) as url,
+        scenario.serving() as servers,
+        running_exporter(servers.api_url, scenario.SCENARIO_JOBS, log) as url,
     ):
         yield url
 
@@ -97,9 +97,9 @@ def test_status_page_renders_every_job_tree(browser: Any, exporter_url: str) -> 
     """Chromium shows a section per watched job, the trees, phase colours and progress bars."""
     _load(browser, exporter_url, *DESKTOP)
     sections = browser.find_elements(By.CSS_SELECTOR, "section.job")
-    assert {s.get_attribute("data-job-id") for s in sections} == set(standin.SCENARIO_JOBS)
-    failed = browser.find_element(By.ID, f"job-{standin.FAILED_JOB}")
-    assert standin.FAILURE_REASON in failed.text
+    assert {s.get_attribute("data-job-id") for s in sections} == set(scenario.SCENARIO_JOBS)
+    failed = browser.find_element(By.ID, f"job-{scenario.FAILED_JOB}")
+    assert scenario.FAILURE_REASON in failed.text
     badge = failed.find_element(By.CSS_SELECTOR, "h2 .phase")
     assert badge.text == "Failed"
     assert badge.value_of_css_property("background-color") == RED
@@ -111,7 +111,7 @@ def test_status_page_renders_every_job_tree(browser: Any, exporter_url: str) -> 
     ]
     # A sub-job sits further right than its parent: the tree shows.
     assert nodes[1].location["x"] > nodes[0].location["x"]
-    running = browser.find_element(By.ID, f"job-{standin.RUNNING_JOB}")
+    running = browser.find_element(By.ID, f"job-{scenario.RUNNING_JOB}")
     assert (
         running.find_element(By.CSS_SELECTOR, "h2 .phase").value_of_css_property("background-color")
         == BLUE
@@ -120,7 +120,7 @@ def test_status_page_renders_every_job_tree(browser: Any, exporter_url: str) -> 
     success = bar.find_element(By.CSS_SELECTOR, ".seg.success")
     # One of its two sub-jobs succeeded: half the bar is green.
     assert success.size["width"] == pytest.approx(bar.size["width"] / 2, abs=2)
-    unreadable = browser.find_element(By.ID, f"job-{standin.FAILING_JOB}")
+    unreadable = browser.find_element(By.ID, f"job-{scenario.FAILING_JOB}")
     assert "Last poll failed" in unreadable.text
     assert "server_error" in unreadable.text
     _screenshot(browser, DESKTOP[0], "status-page.png", mobile=False)

@@ -23,11 +23,13 @@ from exporter.jobs.tree import JobTree
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
 from exporter.server.statuspage import jobs_json, render_html
-from tests.conftest import DATA, EXAMPLE_JOB_ID, EXAMPLE_PROJECT_ID, labels, parse_series
+from tests.conftest import labels, parse_series
+from tests.standins.cce import PROJECT_ID
+from tests.standins.jobs import EXAMPLE_JOB_ID, example_job
 
 ENDPOINT = "https://cce.cn-north-4.myhuaweicloud.com"
-URL = f"{ENDPOINT}/api/v3/projects/{EXAMPLE_PROJECT_ID}/jobs/{EXAMPLE_JOB_ID}"
-EXAMPLE: Any = json.loads((DATA / "job-example.json").read_text())
+URL = f"{ENDPOINT}/api/v3/projects/{PROJECT_ID}/jobs/{EXAMPLE_JOB_ID}"
+EXAMPLE = example_job()
 
 Path = tuple[str | int, ...]
 
@@ -95,7 +97,7 @@ async def _show(body: bytes) -> JobTree | ApiError:
         with aioresponses() as mock:
             mock.get(URL, status=200, body=body)
             try:
-                return await client.show_job(EXAMPLE_PROJECT_ID, EXAMPLE_JOB_ID)
+                return await client.show_job(PROJECT_ID, EXAMPLE_JOB_ID)
             except ApiError as exc:
                 return exc
 
@@ -115,13 +117,13 @@ def _assert_renders(outcome: JobTree | ApiError) -> None:
         state = state.succeeded(outcome, now)
     else:
         state = state.failed(outcome.kind, str(outcome), now)
-    renderer = Renderer(EXAMPLE_PROJECT_ID, Instruments().registry)
+    renderer = Renderer(PROJECT_ID, Instruments().registry)
     series = parse_series(renderer.render([state]).decode())
-    poll = labels(job_id=EXAMPLE_JOB_ID, project_id=EXAMPLE_PROJECT_ID)
+    poll = labels(job_id=EXAMPLE_JOB_ID, project_id=PROJECT_ID)
     assert series[("cce_job_poll_success", poll)] == float(isinstance(outcome, JobTree))
     assert renderer.render([state], openmetrics=True).decode().endswith("# EOF\n")
-    assert render_html([state], EXAMPLE_PROJECT_ID, now).encode()
-    assert json.dumps(jobs_json([state], EXAMPLE_PROJECT_ID, now), ensure_ascii=False).encode()
+    assert render_html([state], PROJECT_ID, now).encode()
+    assert json.dumps(jobs_json([state], PROJECT_ID, now), ensure_ascii=False).encode()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.jobs.tree import MAX_NODES, InvalidJobError, Job, JobNode, NodeFacts, flatten
-from tests.conftest import EXAMPLE_JOB_ID
+from tests.standins.jobs import EXAMPLE_JOB_ID
 
 
 def test_example_flattens_to_three_nodes(example_job: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from exporter.jobs.tree import MAX_NODES, InvalidJobError, flatten
 from exporter.jobs.v2 import flatten_v2, read_listing
-from tests.fakelist import v2_job, v3_job
+from tests.standins.jobs import v2_job, v3_job
 
 # The published GetOneJob example of list-jobs.md, as the job list would carry it.
 LISTED_EXAMPLE = json.loads("""

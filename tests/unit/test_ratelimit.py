@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from exporter.cce.ratelimit import RETRY_AFTER_CAP, THROTTLE_PAUSE_CAP, RateLimiter
-from tests.conftest import Sleeps
+from tests.standins.clocks import Sleeps
 
 
 async def test_burst_then_steady_rate() -> None:

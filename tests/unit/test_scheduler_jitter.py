@@ -14,7 +14,7 @@ from exporter.jobs.tree import JobTree, flatten
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.settings.model import Settings
-from tests.conftest import Clock
+from tests.standins.clocks import Clock
 
 PROJECT = "proj"
 INTERVAL = 30.0

@@ -12,11 +12,11 @@ from yarl import URL
 
 from exporter.cce.auth.aksk import AkSkAuth, canonical_path, sign
 from exporter.cce.auth.base import OutgoingRequest
-from tests.conftest import EXAMPLE_JOB_ID, EXAMPLE_PROJECT_ID
+from tests.standins.cce import PROJECT_ID
+from tests.standins.jobs import EXAMPLE_JOB_ID
 
 JOB_URL = URL(
-    "https://cce.cn-north-4.myhuaweicloud.com"
-    f"/api/v3/projects/{EXAMPLE_PROJECT_ID}/jobs/{EXAMPLE_JOB_ID}"
+    f"https://cce.cn-north-4.myhuaweicloud.com/api/v3/projects/{PROJECT_ID}/jobs/{EXAMPLE_JOB_ID}"
 )
 DATE = "20251208T120000Z"
 
@@ -39,7 +39,7 @@ def test_known_answer_with_content_type_and_project() -> None:
     headers = sign(
         "GET",
         JOB_URL,
-        {"Content-Type": "application/json", "X-Project-Id": EXAMPLE_PROJECT_ID},
+        {"Content-Type": "application/json", "X-Project-Id": PROJECT_ID},
         b"",
         access_key="AKEXAMPLE",
         secret_key="SKEXAMPLE",
@@ -120,14 +120,14 @@ async def test_aksk_auth_adds_project_and_security_token_and_a_fresh_date() -> N
     auth = AkSkAuth(
         SecretStr("AKEXAMPLE"),
         SecretStr("SKEXAMPLE"),
-        project_id=EXAMPLE_PROJECT_ID,
+        project_id=PROJECT_ID,
         security_token=SecretStr("temporary-token"),
         clock=lambda: now[0],
     )
     request = OutgoingRequest("GET", JOB_URL, {"Content-Type": "application/json"})
     first = await auth.authenticate(request)
     assert first["X-Sdk-Date"] == DATE
-    assert first["X-Project-Id"] == EXAMPLE_PROJECT_ID
+    assert first["X-Project-Id"] == PROJECT_ID
     assert first["X-Security-Token"] == "temporary-token"
     assert (
         "SignedHeaders=content-type;host;x-project-id;x-sdk-date;x-security-token,"

@@ -4,23 +4,21 @@ Signatures are checked with the official SDK's signer (huaweicloudsdkcore),
 not with the exporter's, so the two are compared on every request.
 """
 
-import json
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from aiohttp import web
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 
-DATA = Path(__file__).parent / "data"
-PROJECT_ID = "0123456789abcdef0123456789abcdef"
+from tests.standins.cce import PROJECT_ID
+from tests.standins.jobs import example_job
+
 # Signatures dated further from now than this are refused, as the cloud does.
 MAX_SKEW = 15 * 60
 # More consecutive bad signatures than this lock the access key.
@@ -131,7 +129,7 @@ class StandIn:
         project = request.match_info["project_id"]
         if project != PROJECT_ID or request.headers.get("X-Project-Id", project) != project:
             return _error(403, "CCE.01403001", "Forbidden")
-        job: dict[str, Any] = json.loads((DATA / "job-example.json").read_text())
+        job = example_job()
         job["metadata"]["uid"] = request.match_info["job_id"]
         return web.json_response(job)
 

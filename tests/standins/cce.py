@@ -1,7 +1,7 @@
-"""A real local HTTP server that plays the CCE job API, for tests.
+"""A real local HTTP server that plays the CCE job API: show-job (v3) and the job list (v2).
 
-Run as `python -m tests.fakecce --jobs N --seed S` it serves N running jobs
-that answer with random faults (see `soak_faults`), prints its port and
+Run as `python -m tests.standins.cce --jobs N --seed S` it serves N running
+jobs that answer with random faults (see `soak_faults`), prints its port and
 serves until it is terminated: the soak test's stand-in API, kept out of the
 process whose memory the soak measures.
 """
@@ -23,8 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from exporter.cce.transport import MAX_BODY_BYTES
-from tests.fakelist import go_time
+from tests.standins.jobs import CREATED, as_v2, deep_job_body, job_object, v3_job, wide_job
 
+PROJECT_ID = "0123456789abcdef0123456789abcdef"
 TOKEN = "test-token"
 CCE_NOT_FOUND = {"error_code": "CCE.01404001", "error_msg": "Job not found"}
 
@@ -53,12 +54,21 @@ class Fault:
 
 
 class FakeCCE:
-    """Serves v3 jobs from `jobs`; counts requests; injects faults per job."""
+    """Serves v3 jobs from `jobs` and the v2 list from `listing`; counts requests; injects faults.
 
-    def __init__(self) -> None:
+    Faults are per job (`faults`), or picked per request by `chooser` for jobs
+    without one. With `project_id` set, other projects are refused with 403.
+    """
+
+    def __init__(self, project_id: str | None = None) -> None:
+        self.project_id = project_id
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.listing: list[Any] = []
+        self.list_status = 200
         self.faults: dict[str, Fault] = {}
+        # Show-job requests by job ID, and job list requests.
         self.requests: Counter[str] = Counter()
+        self.lists = 0
         # When each request of a job arrived (time.monotonic()).
         self.arrivals: defaultdict[str, list[float]] = defaultdict(list)
         self.in_flight = 0
@@ -70,22 +80,28 @@ class FakeCCE:
         self.chooser: Callable[[str], Fault | None] | None = None
 
     def add_job(
-        self, job_id: str, phase: str = "Running", *, updated: float | None = None, **extra: Any
+        self,
+        job_id: str,
+        phase: str = "Running",
+        *,
+        job_type: str = "CreateNode",
+        updated: float | None = None,
+        reason: str | None = None,
     ) -> None:
         """Serve a simple job with that ID and phase (last updated at `updated`, a Unix time)."""
-        self.jobs[job_id] = {
-            "kind": "Job",
-            "apiVersion": "v3",
-            "metadata": {
-                "uid": job_id,
-                "creationTimestamp": "2025-01-01 10:00:00.5 +0000 UTC",
-                "updateTimestamp": (
-                    "2025-01-01 10:05:00 +0000 UTC" if updated is None else go_time(updated)
-                ),
-            },
-            "spec": {"type": extra.pop("job_type", "CreateNode"), "clusterUID": "c-1"},
-            "status": {"phase": phase, **extra},
-        }
+        self.jobs[job_id] = job_object(
+            job_id,
+            phase,
+            job_type=job_type,
+            created=CREATED + 0.5,
+            updated=CREATED + 300 if updated is None else updated,
+            reason=reason,
+        )
+
+    def add_listed(self, job_id: str, **kwargs: Any) -> None:
+        """Serve `v3_job(job_id, **kwargs)` by its ID, and list it in the v2 spelling."""
+        self.jobs[job_id] = v3_job(job_id, **kwargs)
+        self.listing.append(as_v2(self.jobs[job_id]))
 
     def _fault_for(self, job_id: str) -> Fault | None:
         fault = self.faults.get(job_id)
@@ -97,7 +113,15 @@ class FakeCCE:
             return self.chooser(job_id)
         return fault
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """Return the answer to a request without the token or for another project, else None."""
+        if request.headers.get("X-Auth-Token") != TOKEN:
+            return _error(401, "APIG.0301", "Incorrect IAM authentication information")
+        if self.project_id is not None and request.match_info["project_id"] != self.project_id:
+            return _error(403, "CCE.01403001", "Forbidden")
+        return None
+
+    async def show_job(self, request: web.Request) -> web.StreamResponse:
         """Answer one GET of a job."""
         job_id = request.match_info["job_id"]
         self.requests[job_id] += 1
@@ -114,8 +138,9 @@ class FakeCCE:
                 await asyncio.sleep(delay)
             if fault is not None and fault.hold is not None:
                 await fault.hold.wait()
-            if request.headers.get("X-Auth-Token") != TOKEN:
-                return _error(401, "APIG.0301", "Incorrect IAM authentication information")
+            refusal = self._refusal(request)
+            if refusal is not None:
+                return refusal
             if fault is not None and fault.reset:
                 _reset(request)
                 return web.Response()  # never sent: the connection is gone
@@ -129,10 +154,21 @@ class FakeCCE:
             self.in_flight -= 1
             self.in_flight_by_job[job_id] -= 1
 
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        """Answer one GET of the job list."""
+        self.lists += 1
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        if self.list_status != 200:
+            return _error(self.list_status, "CCE.01500001", "Internal error")
+        return web.json_response(self.listing)
+
     def app(self) -> web.Application:
         """Build the aiohttp application."""
         app = web.Application()
-        app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", self.handle)
+        app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", self.show_job)
+        app.router.add_get("/api/v2/projects/{project_id}/jobs", self.list_jobs)
         return app
 
 
@@ -178,56 +214,6 @@ def _error(status: int, code: str, message: str) -> web.Response:
         text=json.dumps({"error_code": code, "error_msg": message}),
         content_type="application/json",
     )
-
-
-def job_object(job_id: str, phase: str = "Running", sub_jobs: list[Any] | None = None) -> Any:
-    """Build a v3 job object, optionally with sub-jobs."""
-    job: dict[str, Any] = {
-        "kind": "Job",
-        "apiVersion": "v3",
-        "metadata": {
-            "uid": job_id,
-            "creationTimestamp": "2025-01-01 10:00:00 +0000 UTC",
-            "updateTimestamp": "2025-01-01 10:01:00 +0000 UTC",
-        },
-        "spec": {"type": "CreateNode", "clusterUID": "c-1"},
-        "status": {"phase": phase},
-    }
-    if sub_jobs is not None:
-        job["spec"]["subJobs"] = sub_jobs
-    return job
-
-
-def wide_job(job_id: str, count: int) -> dict[str, Any]:
-    """A running job with `count` direct sub-jobs, every fifth of them Running."""
-    subs = [
-        job_object(f"{job_id}-sub-{index}", "Running" if index % 5 == 0 else "Success")
-        for index in range(count)
-    ]
-    result: dict[str, Any] = job_object(job_id, sub_jobs=subs)
-    return result
-
-
-def empty_subjobs_body(job_id: str, count: int) -> str:
-    """The JSON text of a job with `count` sub-jobs that are empty objects: 4 bytes each."""
-    return json.dumps(
-        {"kind": "Job", "metadata": {"uid": job_id}, "spec": {"subJobs": [{}] * count}}
-    )
-
-
-def deep_job_body(job_id: str, levels: int) -> str:
-    """The JSON text of a job whose sub-jobs nest `levels` deep (one sub-job each).
-
-    Built as text: the json module's own encoder refuses such nesting.
-    """
-    head, tail = [], []
-    for level in range(levels):
-        head.append(
-            f'{{"kind": "Job", "metadata": {{"uid": "{job_id}-{level}"}}, '
-            f'"status": {{"phase": "Running"}}, "spec": {{"type": "Level", "subJobs": ['
-        )
-        tail.append("]}}")
-    return "".join(head) + '{"metadata": {"uid": "leaf"}}' + "".join(reversed(tail))
 
 
 def html_page(status: int, title: str) -> str:
