@@ -279,13 +279,16 @@ class Scheduler:
         slots = [self._slots[job_id] for job_id in job_ids]
         for slot in slots:
             slot.in_flight = True
+        # Each job is free to be due again once its own poll ends, not when the
+        # slowest job of the pass ends (it may be in a later pass by then);
+        # these are the ones whose poll has not ended, or never began.
+        unreleased = {id(slot): slot for slot in slots}
 
         async def poll(job_id: str, slot: _Slot) -> None:
             try:
                 await self._poll(job_id, slot, jitter=jitter)
             finally:
-                # Each job is free to be due again once its own poll ends, not
-                # when the slowest job of the pass ends.
+                del unreleased[id(slot)]
                 slot.in_flight = False
                 # Wake the loop only when this job is due before it would wake
                 # anyway: each wake walks every job, and a wake per poll would
@@ -299,7 +302,7 @@ class Scheduler:
                 return_exceptions=True,
             )
         finally:
-            for slot in slots:
+            for slot in unreleased.values():
                 slot.in_flight = False
         for job_id, result in zip(job_ids, results, strict=True):
             if isinstance(result, asyncio.CancelledError):

@@ -598,3 +598,49 @@ async def test_no_request_goes_within_an_interval_of_the_last(instruments: Instr
         pytest.approx(0.4),
         pytest.approx(30.4),
     ]
+
+
+class _Held:
+    """A reader that holds the reads of some jobs until released, and fails the others at once."""
+
+    def __init__(self) -> None:
+        self.release = {"slow": asyncio.Event(), "fast": asyncio.Event()}
+        self.reads: list[str] = []
+        self.counted = {2: asyncio.Event(), 3: asyncio.Event()}  # set at that many reads
+        self.hold = {"slow"}
+
+    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+        """Wait while the job is held, then answer a server error."""
+        self.reads.append(job_id)
+        if len(self.reads) in self.counted:
+            self.counted[len(self.reads)].set()
+        if job_id in self.hold:
+            await self.release[job_id].wait()
+        raise ApiError(ErrorKind.SERVER_ERROR, "down")
+
+
+async def test_a_pass_that_ends_leaves_its_jobs_polled_by_a_later_pass_in_flight(
+    instruments: Instruments,
+) -> None:
+    """A job already in a later pass stays in flight when its earlier pass ends: polled once."""
+    clock = Clock()
+    reader = _Held()
+    settings = PollSettings(
+        project_id=PROJECT, poll_interval=30, poll_concurrency=4, finished_retention=600
+    )
+    scheduler = Scheduler(reader, JobStore(), instruments, settings, clock=clock, monotonic=clock)
+    scheduler.watch(["slow", "fast"])
+    first = asyncio.create_task(scheduler.poll_due(jitter=False))
+    await reader.counted[2].wait()  # fast's read has failed, slow's is held
+    assert reader.reads == ["slow", "fast"]
+    clock.now += 30
+    reader.hold.add("fast")
+    second = asyncio.create_task(scheduler.poll_due(jitter=False))
+    await reader.counted[3].wait()
+    assert reader.reads[2] == "fast"  # the second pass's read of fast, held now
+    reader.release["slow"].set()
+    await first  # the first pass ends while fast is still in the second one
+    clock.now += 60
+    assert scheduler.due_jobs() == ["slow"]
+    reader.release["fast"].set()
+    await second
