@@ -1,14 +1,19 @@
 """The `job_ids_file` route: a file of job IDs, one a line, re-read when it changes.
 
 The file is read again only once it has settled (`exporter.filewatch`), so
-that a half-written file never unwatches the jobs it lacks.
+that a half-written file never unwatches the jobs it lacks. Only a regular
+file of at most MAX_BYTES is read, and off the event loop: a FIFO, a device
+or a directory swapped in, or a file grown past the cap, keeps the jobs the
+file named last, and the log says why once.
 """
 
 import asyncio
 import logging
+import os
+import stat
 from pathlib import Path
 
-from exporter.filewatch import SettledFiles
+from exporter.filewatch import SettledFiles, Signature
 from exporter.logs import event
 from exporter.watch.watchlist import Route, WatchList
 
@@ -16,6 +21,40 @@ log = logging.getLogger(__name__)
 
 # How often the file's status is looked at; reading it happens only on change.
 CHECK_SECONDS = 1.0
+# max_jobs IDs of 64 characters fit in a few MiB, with room for comments.
+MAX_BYTES = 8 * 1024 * 1024
+
+
+class _UnusableError(Exception):
+    """The jobs file is there but cannot be used; the message says why."""
+
+
+def read_jobs_file(path: Path) -> str:
+    """Read a jobs file as text; raise OSError, or _UnusableError for anything but a small file.
+
+    Opened without blocking, so that a FIFO with no writer cannot hang the
+    read; its kind is checked on what was opened, so a swap cannot slip in.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+            msg = f"not a regular file but {kind}"
+            raise _UnusableError(msg)
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        msg = f"larger than {MAX_BYTES // 2**20} MiB"
+        raise _UnusableError(msg)
+    try:
+        # utf-8-sig: a byte order mark (Windows editors) is not part of an ID.
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        msg = "not UTF-8 text"
+        raise _UnusableError(msg) from None
 
 
 def parse_job_ids(text: str) -> list[str]:
@@ -47,25 +86,54 @@ class JobsFile:
 
         The first check reads the file at once. After it, a change is acted on
         at the first check that finds the file as the check before found it,
-        and unchanged across the read. A file that cannot be read keeps the
+        and unchanged across the read. A file that cannot be used keeps the
         jobs it named last.
         """
-        first, self._checked = not self._checked, True
-        before = self._file.due(at_once=first)
+        before = self._due()
         if before is None:
             return False
+        return self._apply(before, self._load())
+
+    async def check_async(self, *, force: bool = False) -> bool:
+        """Do as `check`, reading the file in a thread; `force` reads it even if unchanged."""
+        if force:
+            self._file.forget()
+        before = self._due(at_once=force)
+        if before is None:
+            return False
+        return self._apply(before, await asyncio.to_thread(self._load))
+
+    async def run(self) -> None:
+        """Check the file for changes for ever; cancel to stop."""
+        while True:
+            await asyncio.sleep(self._check_seconds)
+            await self.check_async()
+
+    def _due(self, *, at_once: bool = False) -> Signature | None:
+        first, self._checked = not self._checked, True
+        return self._file.due(at_once=at_once or first)
+
+    def _load(self) -> str | _UnusableError:
+        """Read the file; a problem is returned, not raised, to cross from a thread."""
         try:
-            # utf-8-sig: a byte order mark (Windows editors) is not part of an ID.
-            text = self._path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            return read_jobs_file(self._path)
+        except OSError as exc:
+            return _UnusableError(exc.strerror or type(exc).__name__)
+        except _UnusableError as exc:
+            return exc
+
+    def _apply(self, before: Signature, text: str | _UnusableError) -> bool:
+        """Act on what a read found: the IDs it names, or the problem with the file."""
+        if isinstance(text, _UnusableError):
+            problem = str(text)
             if problem != self._problem:
                 event(
                     log,
                     logging.WARNING,
                     "jobs_file_unreadable",
                     path=str(self._path),
-                    problem=problem or type(exc).__name__,
+                    problem=problem,
+                    kept="the jobs it named last",
                 )
             self._problem = problem
             return False
@@ -82,9 +150,3 @@ class JobsFile:
         self._entries = set(entries) - set(outcome.refused)
         event(log, logging.INFO, "jobs_file_read", path=str(self._path), entries=len(entries))
         return True
-
-    async def run(self) -> None:
-        """Check the file for changes for ever; cancel to stop."""
-        while True:
-            await asyncio.sleep(self._check_seconds)
-            self.check()

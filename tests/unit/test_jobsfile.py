@@ -1,13 +1,14 @@
 import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from exporter.jobs.state import JobStore
 from exporter.metrics.cce_exporter import Instruments
+from exporter.watch import jobsfile
 from exporter.watch.jobsfile import JobsFile, parse_job_ids
 from exporter.watch.watchlist import Route, WatchList
 from tests.conftest import idle_watchlist
@@ -150,16 +151,15 @@ def test_a_file_written_while_it_is_read_is_read_again_once_settled(
     jobs_file.check()
     _write(path, "job-a\n")  # a writer that truncates, caught after one line...
     assert not jobs_file.check()
-    read_text = Path.read_text
+    read = jobsfile.read_jobs_file
 
-    def read_then_write(self: Path, *args: Any, **kwargs: Any) -> str:
-        text = read_text(self, *args, **kwargs)
-        if self == path:
-            _write(path, "job-a\njob-b\njob-c\n")  # ... finishes right after the read
+    def read_then_write(read_path: Path) -> str:
+        text = read(read_path)
+        _write(path, "job-a\njob-b\njob-c\n")  # ... finishes right after the read
         return text
 
     with monkeypatch.context() as patch:
-        patch.setattr(Path, "read_text", read_then_write)
+        patch.setattr(jobsfile, "read_jobs_file", read_then_write)
         assert not jobs_file.check()
     assert _ids(store) == {"job-a", "job-b"}
     assert _settle(jobs_file)
@@ -249,3 +249,72 @@ def test_a_line_removed_from_a_large_file_stops_its_job(
     assert "job-0" not in store
     assert watchlist.routes("job-0") == frozenset()
     assert _ids(store) == set(job_ids[1:])
+
+
+def _unblock(path: Path) -> None:
+    """Open a FIFO's write end once, so that a reader stuck opening it (the old code) goes on."""
+    with contextlib.suppress(OSError):  # no reader waits: nothing to unblock
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_a_fifo_swapped_in_keeps_the_jobs_and_never_hangs(
+    tmp_path: Path, instruments: Instruments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FIFO in place of the file is refused at once, the jobs stay, and the log says so once."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    jobs_file.check()
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="exporter.watch.jobsfile"):
+            for _ in range(4):
+                assert not await asyncio.wait_for(asyncio.to_thread(jobs_file.check), 5)
+                assert not await asyncio.wait_for(jobs_file.check_async(), 5)
+    finally:
+        _unblock(path)
+    assert _ids(store) == {"job-a"}
+    problems = [r for r in caplog.records if r.getMessage() == "jobs_file_unreadable"]
+    assert len(problems) == 1
+    assert "FIFO" in problems[0].fields["problem"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "device", "oversized"])
+def test_a_file_that_is_not_a_small_regular_file_keeps_the_jobs(
+    tmp_path: Path, instruments: Instruments, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """A directory, a device or a file past the size cap keeps the jobs the file named last."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    jobs_file.check()
+    if kind == "directory":
+        path.unlink()
+        path.mkdir()
+    elif kind == "device":
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    else:
+        _write(path, "job-b\n" * (jobsfile.MAX_BYTES // 6 + 1))
+    with caplog.at_level(logging.WARNING, logger="exporter.watch.jobsfile"):
+        for _ in range(4):
+            assert not jobs_file.check()
+    assert _ids(store) == {"job-a"}
+    assert [r.getMessage() for r in caplog.records] == ["jobs_file_unreadable"]
+
+
+async def test_a_forced_check_reads_an_unchanged_file(
+    tmp_path: Path, instruments: Instruments
+) -> None:
+    """A forced check (SIGHUP) reads the file again at once, changed or not."""
+    path = tmp_path / "jobs.txt"
+    _write(path, "job-a\n")
+    watchlist, store = _setup(instruments)
+    jobs_file = JobsFile(path, watchlist)
+    assert await jobs_file.check_async()
+    assert not await jobs_file.check_async()
+    assert await jobs_file.check_async(force=True)
+    assert _ids(store) == {"job-a"}
