@@ -256,11 +256,14 @@ async def run_service(
     settings: Settings,
     stop: asyncio.Event,
     companions: Callable[[Exporter], list[Coroutine[Any, Any, None]]] | None = None,
+    *,
+    reload: asyncio.Event | None = None,
 ) -> int:
     """Serve /metrics and poll until `stop` is set; return the exit status.
 
     `companions` gives more tasks to run beside the poll loop, owned and
-    cancelled the same way.
+    cancelled the same way. Setting `reload` reads the jobs file and the web
+    config again.
     """
     async with exporter(settings) as ex:
         runner, web_config = await _serve_http(ex)
@@ -269,6 +272,7 @@ async def run_service(
             *ex.background(),
             *([web_config.run()] if web_config is not None else []),
             *(companions(ex) if companions else []),
+            *([_reload_on_request(ex.jobs_file, web_config, reload)] if reload else []),
         ]
         tasks = [asyncio.create_task(coro) for coro in coros]
         broken: list[asyncio.Task[None]] = []
@@ -310,8 +314,35 @@ async def run_service(
     return 1 if broken else 0
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM and SIGINT set `stop`: the service shuts down cleanly."""
+def install_signal_handlers(stop: asyncio.Event, reload: asyncio.Event) -> None:
+    """Handle every signal that would otherwise end the process without a word.
+
+    SIGTERM, SIGINT and SIGQUIT set `stop`: the service shuts down cleanly.
+    SIGHUP sets `reload`: the jobs file and the web config are read again.
+    SIGUSR1 and SIGUSR2 mean nothing here: they are logged and ignored.
+    """
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+
+    def received(signum: signal.Signals, action: str, flag: asyncio.Event | None) -> None:
+        event(log, logging.INFO, "signal_received", signal=signum.name, action=action)
+        if flag is not None:
+            flag.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(signum, received, signum, "stop", stop)
+    loop.add_signal_handler(signal.SIGHUP, received, signal.SIGHUP, "reload", reload)
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        loop.add_signal_handler(signum, received, signum, "ignored", None)
+
+
+async def _reload_on_request(
+    jobs_file: JobsFile | None, web_config: LiveWebConfig | None, reload: asyncio.Event
+) -> None:
+    """Read the jobs file and the web config again each time `reload` is set (SIGHUP)."""
+    while True:
+        await reload.wait()
+        reload.clear()
+        if jobs_file is not None:
+            await jobs_file.check_async(force=True)
+        if web_config is not None:
+            await web_config.check(force=True)

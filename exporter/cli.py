@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings, *, demo: bool) -> int:
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
+    stop, reload = asyncio.Event(), asyncio.Event()
+    install_signal_handlers(stop, reload)
     if demo:
-        return await run_demo(settings, stop)
-    return await run_service(settings, stop)
+        return await run_demo(settings, stop, reload=reload)
+    return await run_service(settings, stop, reload=reload)

@@ -21,7 +21,9 @@ _DEMO_ARRIVAL_CHECK = 2.0
 _DEMO_POLL_INTERVAL = 5.0
 
 
-async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
+async def run_demo(
+    settings: Settings, stop: asyncio.Event, *, reload: asyncio.Event | None = None
+) -> int:
     """Run the service against the built-in simulated CCE API."""
     cloud = DemoCloud()
     runner = web.AppRunner(
@@ -58,6 +60,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event) -> int:
             demo_settings,
             stop,
             None if settings.discover else lambda ex: [_follow_demo_arrivals(cloud, ex.watchlist)],
+            reload=reload,
         )
     finally:
         await runner.cleanup()

@@ -3,6 +3,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -338,3 +339,60 @@ async def test_a_ca_bundle_without_certificates_is_refused(tmp_path: Any) -> Non
     assert code == 2
     assert "ca_bundle (flag --ca-bundle):" in err
     assert "holds no PEM certificate" in err
+
+
+async def _wait_log(log: Path, text: str, count: int) -> str:
+    """Wait until the log holds `text` at least `count` times; return the log."""
+    deadline = time.monotonic() + 20
+    while True:
+        content = await asyncio.to_thread(log.read_text, errors="replace")
+        if content.count(text) >= count:
+            return content
+        if time.monotonic() > deadline:
+            pytest.fail(f"{text!r} not {count} times in the log within 20 s:\n{content}")
+        await asyncio.sleep(0.1)
+
+
+async def test_signals_reload_stop_or_are_logged_never_kill_silently(
+    aiohttp_server: AiohttpServer, example_job: dict[str, Any], tmp_path: Path
+) -> None:
+    """SIGHUP reads the jobs file again; SIGUSR1/2 are logged and ignored; SIGQUIT stops cleanly."""
+    api = FakeCCE()
+    api.jobs[EXAMPLE_JOB_ID] = example_job
+    server = await aiohttp_server(api.app())
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(f"{EXAMPLE_JOB_ID}\n")
+    log = tmp_path / "exporter.log"
+    port = free_port()
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "exporter", "--endpoint", str(server.make_url("")),
+            "--project-id", PROJECT_ID, "--job-ids-file", str(jobs),
+            "--listen-address", f"127.0.0.1:{port}",
+            env=_env(CCE_EXPORTER_AUTH_TOKEN=TOKEN), stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        await _wait_http(f"http://127.0.0.1:{port}/readyz")
+        await _wait_log(log, "jobs_file_read", 1)
+        process.send_signal(signal.SIGHUP)
+        await _wait_log(log, "jobs_file_read", 2)
+        process.send_signal(signal.SIGUSR1)
+        process.send_signal(signal.SIGUSR2)
+        await _wait_log(log, "action=ignored", 2)
+        process.send_signal(signal.SIGHUP)
+        await _wait_log(log, "jobs_file_read", 3)
+        assert process.returncode is None
+        assert f'job_id="{EXAMPLE_JOB_ID}"' in await _wait_http(f"http://127.0.0.1:{port}/metrics")
+        process.send_signal(signal.SIGQUIT)
+        await asyncio.wait_for(process.wait(), 10)
+        assert process.returncode == 0
+        text = log.read_text()
+        assert "signal_received signal=SIGHUP action=reload" in text
+        assert "signal_received signal=SIGUSR1 action=ignored" in text
+        assert "signal_received signal=SIGQUIT action=stop" in text
+        assert "stopped" in text
+        assert "Traceback" not in text
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

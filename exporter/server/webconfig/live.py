@@ -111,9 +111,14 @@ class LiveWebConfig:
             except Exception as exc:  # a bug: the config in force stays, serving goes on
                 crash(log, "web_config_reload_failed", exc, path=str(self.path))
 
-    async def check(self) -> bool:
-        """Reload the config if its files changed and settled; return whether it was reloaded."""
-        if self._files.due() is None:
+    async def check(self, *, force: bool = False) -> bool:
+        """Reload the config if its files changed and settled; return whether it was reloaded.
+
+        `force` reads them at once, changed or not (SIGHUP).
+        """
+        if force:
+            self._files.forget()
+        if self._files.due(at_once=force) is None:
             return False
         # Reading checks each bcrypt hash at its full cost: not on the event loop.
         reading = await asyncio.to_thread(_reading, self.path, self.config.files())
