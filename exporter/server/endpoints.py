@@ -2,7 +2,7 @@
 
 import html
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -80,9 +80,40 @@ def wants_gzip(accept_encoding: str) -> bool:
     return weights.get("gzip", weights.get("*", 0)) > 0
 
 
-# Plain-text scrapes are sent in writes of about this size, so that a large
-# exposition is never copied whole into one buffer.
-_WRITE_BYTES = 1 << 20
+# Bodies are sent in writes of at most this size, joined from small cached
+# pieces or sliced from a large one, and each write waits for the client to
+# take the one before: a client that reads slowly, or not at all, holds about
+# this much of its own, never a copy of the body (a cached body is shared).
+WRITE_BYTES = 1 << 16
+
+
+async def send_pieces(
+    request: web.Request, headers: dict[str, str], pieces: Iterable[bytes], size: int
+) -> web.StreamResponse:
+    """Send a body given as pieces (`size` bytes in all) without copying it whole."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = size
+    await response.prepare(request)
+    batch: list[bytes] = []
+    batched = 0
+    for piece in pieces:
+        if len(piece) > WRITE_BYTES:
+            if batch:
+                await response.write(b"".join(batch))
+                batch, batched = [], 0
+            view = memoryview(piece)
+            for start in range(0, len(view), WRITE_BYTES):
+                await response.write(view[start : start + WRITE_BYTES])
+            continue
+        batch.append(piece)
+        batched += len(piece)
+        if batched >= WRITE_BYTES:
+            await response.write(b"".join(batch))
+            batch, batched = [], 0
+    if batch:
+        await response.write(b"".join(batch))
+    await response.write_eof()
+    return response
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -91,26 +122,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-    if wants_gzip(request.headers.get("Accept-Encoding", "")):
-        body = context.renderer.render_gzip(context.store, openmetrics=openmetrics)
+    gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
+    if gzip:
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
-    # The parts are taken now, in one go: the body is one consistent view.
-    parts = context.renderer.render_parts(context.store, openmetrics=openmetrics)
-    response = web.StreamResponse(headers=headers)
-    response.content_length = sum(len(part) for part in parts)
-    await response.prepare(request)
-    batch: list[bytes] = []
-    size = 0
-    for part in parts:
-        batch.append(part)
-        size += len(part)
-        if size >= _WRITE_BYTES:
-            await response.write(b"".join(batch))
-            batch, size = [], 0
-    await response.write(b"".join(batch))
-    await response.write_eof()
-    return response
+    # The body is taken now, in one go: one consistent view of the store.
+    body = context.renderer.body(context.store, openmetrics=openmetrics, gzip=gzip)
+    return await send_pieces(request, headers, body, len(body))
 
 
 async def healthz(_request: web.Request) -> web.Response:
