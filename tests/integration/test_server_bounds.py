@@ -1,6 +1,7 @@
 """The real HTTP server of the exporter on loopback, against clients that hold it up."""
 
 import asyncio
+import base64
 import contextlib
 import logging
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
 import pytest
 from aiohttp import web
 
@@ -34,7 +36,12 @@ def _token(clean_env: pytest.MonkeyPatch) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(
-    tmp_path: Path, *, jobs: int = 0, subjobs: int = 0, web_config: str | None = None
+    tmp_path: Path,
+    *,
+    jobs: int = 0,
+    subjobs: int = 0,
+    web_config: str | None = None,
+    **settings: str,
 ) -> AsyncIterator[tuple[str, web.AppRunner]]:
     """Serve the exporter's HTTP side (its store holding `jobs` wide jobs); yield its URL."""
     port = free_port()
@@ -42,6 +49,7 @@ async def serving(
         "endpoint": "http://127.0.0.1:9",
         "project_id": "bounds",
         "listen_address": f"127.0.0.1:{port}",
+        **settings,
     }
     if web_config is not None:
         (tmp_path / "web.yml").write_text(web_config)
@@ -202,3 +210,69 @@ async def test_accept_errors_are_counted_not_logged_each(
         assert "something else broke" in lines
         assert not any("out of system resource" in line for line in lines)
         assert await get(url) == 200
+
+
+async def test_refused_admin_tokens_are_counted_not_logged_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of wrong bearer tokens on the job API is one log line, and /metrics answers."""
+    caplog.set_level(logging.INFO)
+    async with serving(tmp_path, admin_token="the-right-admin-token") as (url, _):
+        headers = {"Authorization": "Bearer a-wrong-token"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+            async def refused() -> int:
+                async with session.post(f"{url}/api/v1/jobs", headers=headers, json={}) as r:
+                    return r.status
+
+            for _ in range(20):
+                assert set(await asyncio.gather(*(refused() for _ in range(25)))) == {401}
+        assert await get(url) == 200
+    lines = [r for r in caplog.records if r.getMessage() == "admin_unauthorized"]
+    assert len(lines) == 1
+    assert lines[0].fields == {"count": 1, "remote": "127.0.0.1"}  # type: ignore[attr-defined]
+    assert "a-wrong-token" not in caplog.text
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_the_right_password_gets_through_a_wrong_password_flood(tmp_path: Path) -> None:
+    """Under a flood of wrong passwords from one address, the right one from another gets in."""
+    users = {f"prometheus-{n}": f"password-{n}" for n in range(3)}
+    hashes = {
+        user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=8)).decode()
+        for user, password in users.items()
+    }
+    config = "basic_auth_users:\n" + "".join(f"  {u}: '{h}'\n" for u, h in hashes.items())
+    async with serving(tmp_path, web_config=config) as (url, _):
+        sent = 0
+        flooding = asyncio.Event()
+
+        async def flood() -> None:
+            nonlocal sent
+            async with aiohttp.ClientSession() as session:
+                while True:
+                    wrong = {"Authorization": _basic("prometheus-0", f"wrong-{sent}")}
+                    async with session.get(f"{url}/metrics", headers=wrong) as response:
+                        assert response.status == 401
+                    sent += 1
+                    if sent >= 200:
+                        flooding.set()
+
+        flooders = [asyncio.create_task(flood()) for _ in range(32)]
+        try:
+            await asyncio.wait_for(flooding.wait(), 30)
+            # Prometheus scrapes from another address, with a password not yet remembered.
+            connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as prometheus:
+                for user, password in users.items():
+                    right = {"Authorization": _basic(user, password)}
+                    async with prometheus.get(f"{url}/metrics", headers=right) as response:
+                        assert response.status == 200, user
+        finally:
+            for task in flooders:
+                task.cancel()
+            await asyncio.gather(*flooders, return_exceptions=True)
