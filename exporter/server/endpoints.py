@@ -1,16 +1,15 @@
 """The HTTP server: /metrics, /healthz, /readyz, the job status views and a landing page."""
 
 import html
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from exporter import __version__
 from exporter.jobs.state import JobStore
 from exporter.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
-from exporter.server.statuspage import CONTENT_SECURITY_POLICY, jobs_json, render_html
+from exporter.server.statuspage import CONTENT_SECURITY_POLICY, StatusViews
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +20,7 @@ class WebContext:
     renderer: Renderer
     ready: Callable[[], bool]
     project_id: str = ""
+    views: StatusViews = field(default_factory=StatusViews)
 
 
 _CONTEXT = web.AppKey("context", WebContext)
@@ -151,21 +151,24 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-async def jobs_page(request: web.Request) -> web.Response:
+async def jobs_page(request: web.Request) -> web.StreamResponse:
     """Serve the status page: every watched job as a tree."""
     context = request.app[_CONTEXT]
-    page = render_html(context.store, context.project_id, time.time())
+    page = await context.views.html(context.store, context.project_id)
     headers = {
+        "Content-Type": "text/html; charset=utf-8",
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         "X-Content-Type-Options": "nosniff",
     }
-    return web.Response(text=page, content_type="text/html", headers=headers)
+    return await send_pieces(request, headers, (page,), len(page))
 
 
-async def jobs_api(request: web.Request) -> web.Response:
+async def jobs_api(request: web.Request) -> web.StreamResponse:
     """Serve the watched jobs as JSON."""
     context = request.app[_CONTEXT]
-    return web.json_response(jobs_json(context.store, context.project_id, time.time()))
+    document = await context.views.json(context.store, context.project_id)
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    return await send_pieces(request, headers, (document,), len(document))
 
 
 def create_app(context: WebContext) -> web.Application:

@@ -20,6 +20,7 @@ from exporter import app as app_module
 from exporter.app import _serve_http, exporter
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import flatten
+from exporter.server import statuspage
 from exporter.settings.load import load_settings
 from tests.standins.jobs import wide_job
 from tests.standins.processes import free_port
@@ -276,3 +277,48 @@ async def test_the_right_password_gets_through_a_wrong_password_flood(tmp_path: 
             for task in flooders:
                 task.cancel()
             await asyncio.gather(*flooders, return_exceptions=True)
+
+
+async def test_status_views_are_built_once_per_snapshot_and_never_hold_up_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients looping both views of large trees cost one build each; /metrics answers."""
+    monkeypatch.setattr(statuspage, "VIEW_MAX_AGE", 3600)  # however slow the machine
+    built: list[str] = []
+    for name in ("job_json", "_job_section"):  # once per job in each build of a view
+        real = getattr(statuspage, name)
+
+        def counting(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            built.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(statuspage, name, counting)
+    async with serving(tmp_path, jobs=8, subjobs=2000) as (url, _):
+        assert await get(url) == 200
+        done = asyncio.Event()
+
+        async def loop_views(path: str) -> int:
+            served = 0
+            async with aiohttp.ClientSession() as session:
+                while not done.is_set():
+                    async with session.get(url + path) as response:
+                        assert response.status == 200
+                        await response.read()
+                    served += 1
+            return served
+
+        viewers = [asyncio.create_task(loop_views(p)) for p in ["/jobs", "/api/v1/jobs"] * 2]
+        loop = asyncio.get_running_loop()
+        waits = []
+        try:
+            for _ in range(10):
+                start = loop.time()
+                assert await get(url) == 200
+                waits.append(loop.time() - start)
+        finally:
+            done.set()
+            served = await asyncio.gather(*viewers)
+    assert max(waits) < 5, f"/metrics took up to {max(waits):.1f} s"
+    assert min(served) >= 2
+    # Nothing changed: one build of each view served every request.
+    assert sorted(built) == ["_job_section"] * 8 + ["job_json"] * 8
