@@ -26,6 +26,7 @@ from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server import adminapi
+from exporter.server.connections import ConnectionGuard, GuardedSite, Limits
 from exporter.server.endpoints import WebContext, create_app
 from exporter.server.webconfig.format import WebConfigError
 from exporter.server.webconfig.live import LiveWebConfig, secure
@@ -235,12 +236,14 @@ async def _serve_http(ex: Exporter) -> tuple[web.AppRunner, LiveWebConfig | None
             raise ConfigError([Problem("web_config_file", "", str(exc))]) from None
     server_tls = secure(app, web_config)
     adminapi.register(app, adminapi.AdminContext(ex.watchlist, ex.settings.admin_secret))
+    guard = ConnectionGuard(Limits())
+    app.middlewares.insert(0, guard.middleware)  # before basic auth, which may wait
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
     )
     await runner.setup()
     host, port = split_host_port(ex.settings.listen_address)
-    site = web.TCPSite(runner, host, port, ssl_context=server_tls)
+    site = GuardedSite(runner, guard, host, port, ssl_context=server_tls)
     try:
         await site.start()
     except OSError as exc:

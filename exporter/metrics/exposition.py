@@ -13,10 +13,13 @@ gzip body. The text is exactly what prometheus-client writes for the same
 families.
 """
 
+import functools
+import operator
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import cast
 
 from prometheus_client import CollectorRegistry
@@ -44,20 +47,6 @@ def deflate_segment(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
-def gzip_join(pieces: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Make one gzip member of (text, its deflate segment) pairs, in order."""
-    crc = 0
-    size = 0
-    out = [_GZIP_HEADER]
-    for raw, segment in pieces:
-        crc = zlib.crc32(raw, crc)
-        size += len(raw)
-        out.append(segment)
-    out.append(_FINAL_BLOCK)
-    out.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
-    return b"".join(out)
-
-
 @dataclass(slots=True)
 class RenderedJob:
     """One job state rendered: a chunk per family, and its deflate segments on demand."""
@@ -77,17 +66,52 @@ class RenderedJob:
         return segment
 
 
+@dataclass(frozen=True, slots=True)
+class Body:
+    """An exposition as pieces to send in order: fresh ones around the shared job part."""
+
+    head: tuple[bytes, ...]
+    jobs: tuple[bytes, ...]  # the cached chunks themselves, shared by every scrape
+    tail: tuple[bytes, ...]
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Iterate over the pieces, in order."""
+        return chain(self.head, self.jobs, self.tail)
+
+    def __len__(self) -> int:
+        """Return the size of the whole body, in bytes."""
+        return sum(map(len, self.head)) + sum(map(len, self.jobs)) + sum(map(len, self.tail))
+
+
+@dataclass(frozen=True, slots=True)
+class _JobPart:
+    """The job part of one kind of body, for one list of states: texts and their segments."""
+
+    states: tuple[JobState, ...]
+    raw: tuple[bytes, ...]
+    segments: tuple[bytes, ...]  # empty unless gzip
+
+
+def _same(a: tuple[JobState, ...], b: tuple[JobState, ...]) -> bool:
+    """Tell whether two lists of states hold the very same objects (states compare by value)."""
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
 class Renderer:
     """Renders the store's states and the exporter's registry for a scrape.
 
     Keeps the rendering of each job until its state is replaced; jobs that are
-    no longer passed in are forgotten, and their series with them.
+    no longer passed in are forgotten, and their series with them. The job
+    part of each kind of body is kept as one tuple of the cached chunks until
+    the states change, so a scrape copies no job text and holds nothing of
+    its own but that tuple's reference and the registry's few lines.
     """
 
     def __init__(self, project_id: str, registry: CollectorRegistry) -> None:
         self._project_id = project_id
         self._registry = registry
         self._cache: dict[str, RenderedJob] = {}
+        self._parts: dict[tuple[bool, bool], _JobPart] = {}
 
     def _rendered(self, states: Iterable[JobState]) -> list[RenderedJob]:
         cache = self._cache
@@ -102,39 +126,64 @@ class Renderer:
 
     def render(self, states: Iterable[JobState], *, openmetrics: bool = False) -> bytes:
         """Return the whole exposition."""
-        return b"".join(self.render_parts(states, openmetrics=openmetrics))
+        return b"".join(self.body(states, openmetrics=openmetrics))
 
     def render_parts(self, states: Iterable[JobState], *, openmetrics: bool = False) -> list[bytes]:
         """Return the whole exposition as its cached parts, in order, to be sent as they are."""
-        return [raw for raw, _ in self._pieces(states, openmetrics=openmetrics, gzip=False)]
+        return list(self.body(states, openmetrics=openmetrics))
 
     def render_gzip(self, states: Iterable[JobState], *, openmetrics: bool = False) -> bytes:
         """Return the whole exposition as one gzip member."""
-        return gzip_join(self._pieces(states, openmetrics=openmetrics, gzip=True))
+        return b"".join(self.body(states, openmetrics=openmetrics, gzip=True))
 
-    def _pieces(
-        self, states: Iterable[JobState], *, openmetrics: bool, gzip: bool
-    ) -> list[tuple[bytes, bytes]]:
-        """List the exposition's parts in order, each as (text, deflated text or b"")."""
+    def body(
+        self, states: Iterable[JobState], *, openmetrics: bool = False, gzip: bool = False
+    ) -> Body:
+        """Return the whole exposition as pieces, plain or as one gzip member."""
+        part = self._job_part(tuple(states), openmetrics=openmetrics, gzip=gzip)
+        registry = self._registry_text(openmetrics=openmetrics)
+        end = (b"# EOF\n",) if openmetrics else ()
+        if not gzip:
+            return Body((registry,), part.raw, end)
+        crc = zlib.crc32(registry)
+        for raw in part.raw:
+            crc = zlib.crc32(raw, crc)
+        crc = zlib.crc32(b"".join(end), crc)
+        size = len(registry) + sum(map(len, part.raw)) + sum(map(len, end))
+        trailer = _FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
+        end_segments = tuple(map(deflate_segment, end))
+        return Body(
+            (_GZIP_HEADER, deflate_segment(registry)), part.segments, (*end_segments, trailer)
+        )
 
-        def fresh(raw: bytes) -> tuple[bytes, bytes]:
-            return raw, deflate_segment(raw) if gzip else b""
-
+    def _job_part(self, states: tuple[JobState, ...], *, openmetrics: bool, gzip: bool) -> _JobPart:
+        """Return the job part for these states, from the cache while they are the same."""
         jobs = self._rendered(states)
-        pieces = [fresh(self._registry_text(openmetrics=openmetrics))]
+        cached = self._parts.get((openmetrics, gzip))
+        if cached is not None and _same(cached.states, states):
+            return cached
+        raw: list[bytes] = []
+        segments: list[bytes] = []
         for index, family in enumerate(FAMILIES):
             present = [job for job in jobs if job.chunks[index]]
             if present:
-                pieces.append(fresh(family.header(openmetrics=openmetrics).encode()))
+                header = family.header(openmetrics=openmetrics).encode()
+                raw.append(header)
+                raw += [job.chunks[index] for job in present]
                 if gzip:
-                    pieces += [(job.chunks[index], job.segment(index)) for job in present]
-                else:
-                    pieces += [(job.chunks[index], b"") for job in present]
-        if openmetrics:
-            pieces.append(fresh(b"# EOF\n"))
-        return pieces
+                    segments.append(_header_segment(header))
+                    segments += [job.segment(index) for job in present]
+        part = _JobPart(states, tuple(raw), tuple(segments))
+        self._parts[(openmetrics, gzip)] = part
+        return part
 
     def _registry_text(self, *, openmetrics: bool) -> bytes:
         if openmetrics:
             return _openmetrics_latest(self._registry).removesuffix(b"# EOF\n")
         return text_latest(self._registry)
+
+
+@functools.cache
+def _header_segment(header: bytes) -> bytes:
+    """Return a family's header deflated (a few dozen headers, deflated once each)."""
+    return deflate_segment(header)

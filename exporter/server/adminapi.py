@@ -7,13 +7,13 @@ Both answer only when `admin_token` is set (404 otherwise) and only to
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from pydantic import SecretStr
 
 from exporter.jobs.ids import is_valid_id
-from exporter.logs import event
+from exporter.logs import Summary, event
 from exporter.server.webconfig.basic_auth import bearer_protected
 from exporter.watch.watchlist import Route, WatchList
 
@@ -29,6 +29,10 @@ class AdminContext:
 
     watchlist: WatchList
     token: SecretStr | None
+    # Anyone can send a wrong token: refusals are counted, one line a minute.
+    refusals: Summary = field(
+        default_factory=lambda: Summary(log, logging.WARNING, "admin_unauthorized"), repr=False
+    )
 
     def __repr__(self) -> str:
         return f"AdminContext(enabled={self.token is not None})"
@@ -53,7 +57,7 @@ def _refusal(request: web.Request) -> web.Response | None:
     # surrogateescape: a header that is not UTF-8 is compared (and refused), not a crash.
     offered = given.strip().encode("utf-8", "surrogateescape")
     if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
-        event(log, logging.WARNING, "admin_unauthorized", remote=request.remote or "")
+        request.app[_ADMIN].refusals.add(remote=request.remote or "")
         response = _problem(401, "send Authorization: Bearer <admin_token>")
         response.headers["WWW-Authenticate"] = 'Bearer realm="cce-job-exporter"'
         return response

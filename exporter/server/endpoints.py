@@ -1,16 +1,15 @@
 """The HTTP server: /metrics, /healthz, /readyz, the job status views and a landing page."""
 
 import html
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from exporter import __version__
 from exporter.jobs.state import JobStore
 from exporter.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
-from exporter.server.statuspage import CONTENT_SECURITY_POLICY, jobs_json, render_html
+from exporter.server.statuspage import CONTENT_SECURITY_POLICY, StatusViews
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +20,7 @@ class WebContext:
     renderer: Renderer
     ready: Callable[[], bool]
     project_id: str = ""
+    views: StatusViews = field(default_factory=StatusViews)
 
 
 _CONTEXT = web.AppKey("context", WebContext)
@@ -80,9 +80,40 @@ def wants_gzip(accept_encoding: str) -> bool:
     return weights.get("gzip", weights.get("*", 0)) > 0
 
 
-# Plain-text scrapes are sent in writes of about this size, so that a large
-# exposition is never copied whole into one buffer.
-_WRITE_BYTES = 1 << 20
+# Bodies are sent in writes of at most this size, joined from small cached
+# pieces or sliced from a large one, and each write waits for the client to
+# take the one before: a client that reads slowly, or not at all, holds about
+# this much of its own, never a copy of the body (a cached body is shared).
+WRITE_BYTES = 1 << 16
+
+
+async def send_pieces(
+    request: web.Request, headers: dict[str, str], pieces: Iterable[bytes], size: int
+) -> web.StreamResponse:
+    """Send a body given as pieces (`size` bytes in all) without copying it whole."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = size
+    await response.prepare(request)
+    batch: list[bytes] = []
+    batched = 0
+    for piece in pieces:
+        if len(piece) > WRITE_BYTES:
+            if batch:
+                await response.write(b"".join(batch))
+                batch, batched = [], 0
+            view = memoryview(piece)
+            for start in range(0, len(view), WRITE_BYTES):
+                await response.write(view[start : start + WRITE_BYTES])
+            continue
+        batch.append(piece)
+        batched += len(piece)
+        if batched >= WRITE_BYTES:
+            await response.write(b"".join(batch))
+            batch, batched = [], 0
+    if batch:
+        await response.write(b"".join(batch))
+    await response.write_eof()
+    return response
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -91,26 +122,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-    if wants_gzip(request.headers.get("Accept-Encoding", "")):
-        body = context.renderer.render_gzip(context.store, openmetrics=openmetrics)
+    gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
+    if gzip:
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
-    # The parts are taken now, in one go: the body is one consistent view.
-    parts = context.renderer.render_parts(context.store, openmetrics=openmetrics)
-    response = web.StreamResponse(headers=headers)
-    response.content_length = sum(len(part) for part in parts)
-    await response.prepare(request)
-    batch: list[bytes] = []
-    size = 0
-    for part in parts:
-        batch.append(part)
-        size += len(part)
-        if size >= _WRITE_BYTES:
-            await response.write(b"".join(batch))
-            batch, size = [], 0
-    await response.write(b"".join(batch))
-    await response.write_eof()
-    return response
+    # The body is taken now, in one go: one consistent view of the store.
+    body = context.renderer.body(context.store, openmetrics=openmetrics, gzip=gzip)
+    return await send_pieces(request, headers, body, len(body))
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -134,21 +151,24 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-async def jobs_page(request: web.Request) -> web.Response:
+async def jobs_page(request: web.Request) -> web.StreamResponse:
     """Serve the status page: every watched job as a tree."""
     context = request.app[_CONTEXT]
-    page = render_html(context.store, context.project_id, time.time())
+    page = await context.views.html(context.store, context.project_id)
     headers = {
+        "Content-Type": "text/html; charset=utf-8",
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         "X-Content-Type-Options": "nosniff",
     }
-    return web.Response(text=page, content_type="text/html", headers=headers)
+    return await send_pieces(request, headers, (page,), len(page))
 
 
-async def jobs_api(request: web.Request) -> web.Response:
+async def jobs_api(request: web.Request) -> web.StreamResponse:
     """Serve the watched jobs as JSON."""
     context = request.app[_CONTEXT]
-    return web.json_response(jobs_json(context.store, context.project_id, time.time()))
+    document = await context.views.json(context.store, context.project_id)
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    return await send_pieces(request, headers, (document,), len(document))
 
 
 def create_app(context: WebContext) -> web.Application:

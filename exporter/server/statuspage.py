@@ -7,8 +7,12 @@ Content-Security-Policy holds. Trees are walked as the flat, depth-first list
 of nodes the model keeps, never recursively, so no tree can exhaust the stack.
 """
 
+import asyncio
 import html
-from collections.abc import Iterable
+import json
+import operator
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +24,9 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-u
 REFRESH_SECONDS = 30
 # Deeper levels of a tree are drawn at this indentation, with their depth written out.
 MAX_INDENT = 8
+# Seconds a view is served again while no job changed, before it is built
+# anew for its durations and ages.
+VIEW_MAX_AGE = 10.0
 
 _PHASE_CLASSES = {
     "Initializing": "init",
@@ -291,3 +298,57 @@ def render_html(states: Iterable[JobState], project_id: str, now: float) -> str:
         f'As of {_e(iso_time(now))}. <a href="api/v1/jobs">JSON</a> · <a href="./">home</a></p>'
         f"{body}<footer>Reloads every {REFRESH_SECONDS} s.</footer></main></body></html>\n"
     )
+
+
+def _html_body(states: tuple[JobState, ...], project_id: str, now: float) -> bytes:
+    return render_html(states, project_id, now).encode()
+
+
+def _json_body(states: tuple[JobState, ...], project_id: str, now: float) -> bytes:
+    return json.dumps(jobs_json(states, project_id, now)).encode()
+
+
+class StatusViews:
+    """Both views, built off the event loop, one build at a time, kept per snapshot of the store.
+
+    Job states never change, so a view of the very same states is served
+    again (for up to `VIEW_MAX_AGE` seconds) at no cost; a request that finds
+    a build under way waits for it. A view of thousands of large trees takes
+    a while to build: in a thread, it cannot hold up a scrape.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        # One build at a time, of either view: a thread that builds takes its
+        # share of the interpreter from the event loop.
+        self._lock = asyncio.Lock()
+        self._built: dict[str, tuple[tuple[JobState, ...], float, bytes]] = {}
+
+    async def html(self, states: Iterable[JobState], project_id: str) -> bytes:
+        """Return the `/jobs` page of these states, UTF-8."""
+        return await self._view("html", _html_body, tuple(states), project_id)
+
+    async def json(self, states: Iterable[JobState], project_id: str) -> bytes:
+        """Return the `/api/v1/jobs` document of these states, UTF-8."""
+        return await self._view("json", _json_body, tuple(states), project_id)
+
+    async def _view(
+        self,
+        kind: str,
+        build: Callable[[tuple[JobState, ...], str, float], bytes],
+        states: tuple[JobState, ...],
+        project_id: str,
+    ) -> bytes:
+        async with self._lock:
+            built = self._built.get(kind)
+            now = self._clock()
+            if (
+                built is not None
+                and len(built[0]) == len(states)
+                and all(map(operator.is_, built[0], states))
+                and 0 <= now - built[1] < VIEW_MAX_AGE
+            ):
+                return built[2]
+            body = await asyncio.to_thread(build, states, project_id, now)
+            self._built[kind] = (states, now, body)
+            return body

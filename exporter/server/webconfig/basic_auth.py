@@ -4,6 +4,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -13,7 +14,7 @@ import bcrypt
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from exporter.logs import event
+from exporter.logs import Summary
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,23 @@ _CONCURRENT_CHECKS = 2
 # and at most this many more wait for their turn; beyond that a request is
 # refused at once. A correct password remembered from earlier needs no turn.
 WAITING_CHECKS = 16
+# One client (an IPv4 address, an IPv6 /64) may have at most this many checks
+# running or waiting, so that its flood leaves room in the queue for others.
+CHECKS_PER_CLIENT = 4
 
 # What a check of the credentials found: "busy" is a refusal without a check.
 Verdict = Literal["ok", "refused", "busy"]
+
+
+def _client_key(address: str) -> str:
+    """Return whose share of the queue a client address takes: an IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def _credentials(header: str) -> tuple[str, str] | None:
@@ -70,6 +85,7 @@ class BasicAuth:
         # (the same threads resolve the API's host names), nor queue up without end.
         self._checks = asyncio.Semaphore(_CONCURRENT_CHECKS)
         self._pending = 0  # checks running or waiting for a turn
+        self._per_client: dict[str, int] = {}  # the same, by client
 
     def __repr__(self) -> str:
         return f"BasicAuth(users={sorted(self._users)})"
@@ -97,8 +113,12 @@ class BasicAuth:
         """Tell whether an `Authorization` header holds a user's right password."""
         return await self.verdict(header) == "ok"
 
-    async def verdict(self, header: str) -> Verdict:
-        """Check an `Authorization` header; "busy" when too many checks already wait."""
+    async def verdict(self, header: str, client: str = "") -> Verdict:
+        """Check an `Authorization` header; "busy" when too many checks already wait.
+
+        `client` is the address the request came from: each has a share of the
+        queue (none given: no share, the whole queue).
+        """
         credentials = _credentials(header)
         if credentials is None:
             return "refused"
@@ -106,13 +126,17 @@ class BasicAuth:
         digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         if digest in self._known:
             return "ok"
-        if self._pending >= _CONCURRENT_CHECKS + WAITING_CHECKS:
+        key = _client_key(client)
+        if self._pending >= _CONCURRENT_CHECKS + WAITING_CHECKS or (
+            key and self._per_client.get(key, 0) >= CHECKS_PER_CLIENT
+        ):
             return "busy"
         hashed = self._users.get(user)
         against = hashed or self._dummy
         if against is None:  # no users at all
             return "refused"
         self._pending += 1
+        self._per_client[key] = self._per_client.get(key, 0) + 1
         try:
             async with self._checks:
                 try:
@@ -121,6 +145,9 @@ class BasicAuth:
                     ok = False
         finally:
             self._pending -= 1
+            left = self._per_client.pop(key) - 1
+            if left:
+                self._per_client[key] = left
         # The users may have been replaced during the check: only a hash still
         # in force lets the request in.
         if ok and hashed is not None and self._users.get(user) == hashed:
@@ -143,6 +170,8 @@ def bearer_protected(handler: Handler) -> Handler:
 
 def basic_auth_middleware(auth: BasicAuth) -> Middleware:
     """Answer 401 to every request without a user's right credentials."""
+    # Anyone can send wrong credentials: refusals are counted, one line a minute.
+    refusals = Summary(log, logging.DEBUG, "basic_auth_refused")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -151,17 +180,10 @@ def basic_auth_middleware(auth: BasicAuth) -> Middleware:
             return await handler(request)
         if request.match_info.handler in _BEARER_HANDLERS and header[:7].lower() == "bearer ":
             return await handler(request)
-        verdict = await auth.verdict(header)
+        verdict = await auth.verdict(header, request.remote or "")
         if verdict == "ok":
             return await handler(request)
-        event(
-            log,
-            logging.DEBUG,
-            "basic_auth_refused",
-            path=request.path,
-            remote=request.remote,
-            reason="busy" if verdict == "busy" else "credentials",
-        )
+        refusals.add(reason="busy" if verdict == "busy" else "credentials")
         return web.Response(
             status=401, text="401 Unauthorized\n", headers={"WWW-Authenticate": _REALM}
         )
