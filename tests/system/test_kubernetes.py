@@ -1,7 +1,9 @@
 import copy
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ WORKLOAD_KINDS = [
     "ServiceAccount",
     "StatefulSet",
 ]
+OPERATOR_KINDS = ["ConfigMap", "PrometheusRule", "ServiceMonitor"]
 
 Doc = dict[str, Any]
 
@@ -77,6 +80,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
     folders = {
         "base": DEPLOY,
         "sharded": DEPLOY / "sharded",
+        "prometheus-operator": DEPLOY / "prometheus-operator",
         "base+admin-token": _overlay(
             tmp / "admin", {"resources": ["."], "components": ["admin-token"]}
         ),
@@ -87,6 +91,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
                 "patches": [REPLICAS_5],
                 "transformers": ["sharded/shard-count"],
             },
+        ),
+        "sharded+prometheus-operator": _overlay(
+            tmp / "both", {"resources": ["sharded", "prometheus-operator"]}
         ),
     }
     return {name: _kustomize(folder) for name, folder in folders.items()}
@@ -129,6 +136,8 @@ def _example_secret() -> dict[str, str]:
     [
         ("base", WORKLOAD_KINDS),
         ("sharded", WORKLOAD_KINDS),
+        ("prometheus-operator", OPERATOR_KINDS),
+        ("sharded+prometheus-operator", sorted(WORKLOAD_KINDS + OPERATOR_KINDS)),
     ],
 )
 def test_each_variant_renders_its_objects_and_no_secret(
@@ -144,7 +153,7 @@ def test_each_variant_renders_its_objects_and_no_secret(
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(
     "variant",
-    ["base", "sharded", "base+admin-token", "sharded, replicas 5"],
+    ["base", "sharded", "prometheus-operator", "base+admin-token", "sharded, replicas 5"],
 )
 def test_built_in_objects_validate_strictly(
     rendered: dict[str, list[Doc]], variant: str, version: str
@@ -374,3 +383,61 @@ def test_each_replica_loads_its_own_shard(
         _load_as_the_pod(
             docs, _example_secret(), "cce-job-exporter-3", tmp_path / "three", clean_env
         )
+
+
+def test_the_service_monitor_scrapes_the_exporter_service(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """The ServiceMonitor has the Prometheus Operator's fields and selects the Service's port."""
+    docs = rendered["sharded+prometheus-operator"]
+    monitor = _one(docs, "ServiceMonitor")
+    service = _one(docs, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = monitor["spec"]
+    assert set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+    assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    allowed = {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels"}
+    for endpoint in spec["endpoints"]:
+        assert set(endpoint) <= allowed
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+        interval = int(endpoint["interval"].removesuffix("s"))
+        assert int(endpoint["scrapeTimeout"].removesuffix("s")) <= interval
+    # The alerts expect the scrape job cce-job-exporter: the Service's name.
+    assert "jobLabel" not in spec
+    assert service["metadata"]["name"] == "cce-job-exporter"
+
+
+def test_the_prometheus_rule_holds_exactly_the_shipped_alerts(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """The PrometheusRule's groups are config/alerts.yml's groups, nothing more or less."""
+    rule = _one(rendered["prometheus-operator"], "PrometheusRule")
+    alerts = yaml.safe_load((ROOT / "config" / "alerts.yml").read_text())
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"] == {"groups": alerts["groups"]}
+
+
+def test_the_dashboard_config_map_holds_exactly_the_shipped_dashboard(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """The ConfigMap for Grafana's sidecar holds grafana/dashboards/cce-jobs.json, unchanged."""
+    configmap = _one(rendered["prometheus-operator"], "ConfigMap")
+    source = (ROOT / "grafana" / "dashboards" / "cce-jobs.json").read_text()
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["data"] == {"cce-jobs.json": source}
+    assert json.loads(configmap["data"]["cce-jobs.json"])["uid"] == "cce-job-exporter"
+
+
+def test_the_copies_are_what_make_deploy_assets_writes() -> None:
+    """`deploy/sync_assets.py --check` finds every copy equal to what its source gives."""
+    result = subprocess.run(  # noqa: S603 (this interpreter, a script of the repository)
+        [sys.executable, str(ROOT / "deploy" / "sync_assets.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (0, "")
