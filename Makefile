@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check lint system-deps clean
+.PHONY: demo test check lint system-deps deploy-assets clean
 
 # What the exporter needs to run, and no more (the demo's set-up).
 $(BIN)/.installed-run: pyproject.toml
@@ -37,6 +37,10 @@ check: lint
 ## test: install everything the tests need, then lint and run the whole suite
 test: $(BIN)/.installed-test system-deps lint
 	$(BIN)/pytest --cov --cov-report=term
+
+## deploy-assets: copy the alerting rules and the dashboard into deploy/kubernetes/prometheus-operator/
+deploy-assets: $(BIN)/.installed-run
+	$(BIN)/python deploy/sync_assets.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage test-artifacts
