@@ -7,7 +7,6 @@ timed in `cce_exporter_api_requests_total` and
 or to read its answer leaves as an `ApiError` of its kind.
 """
 
-import json
 import time
 import zlib
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.errors import ApiError, ErrorKind, valid_text
+from exporter.jobs.decode import loads
 from exporter.metrics.cce_exporter import Instruments
 
 # No real job is anywhere near this; a body past it is refused unread. A
@@ -60,7 +60,7 @@ def error_detail(body: bytes) -> str:
     described by its shape, never quoted whole.
     """
     try:
-        data: Any = json.loads(body)
+        data: Any = loads(body)
     except (ValueError, RecursionError):
         text = " ".join(body[:_DETAIL_CHARS].decode("utf-8", "replace").split())
         return f"non-JSON body: {text!r}" if text else "empty body"
