@@ -1,7 +1,7 @@
 """The CCE API client: job reads and the job list, retried, rate-limited and gated."""
 
 import asyncio
-import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -26,15 +26,21 @@ from exporter.cce.transport import (
     parse_retry_after,
 )
 from exporter.errors import ApiError, ErrorKind
+from exporter.jobs.decode import body_text, loads
 from exporter.jobs.ids import check_id
 from exporter.jobs.tree import InvalidJobError, JobTree, flatten
-from exporter.jobs.v2 import ListedJob, read_listing
+from exporter.jobs.v2 import MAX_LISTED_JOBS, ListedJob, read_list_text
+from exporter.logs import event
 from exporter.metrics.cce_exporter import Instruments
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-# The job list holds every job the project still keeps, sub-jobs included.
-MAX_LIST_BODY_BYTES = 256 * 1024 * 1024
+# The job list holds every job the project still keeps, sub-jobs included: 20,000
+# listed jobs of a few KB each. The cap bounds memory: the body, its text and
+# the jobs read from it come to about five times the body at the most.
+MAX_LIST_BODY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +105,25 @@ class CCEClient:
         return self._endpoint.with_path(path, encoded=True)
 
     async def list_jobs(self, project_id: str) -> list[ListedJob]:
-        """Read the project's job list (v2); raise ApiError on any failure."""
+        """Read the project's job list (v2); raise ApiError on any failure.
+
+        The list has no paging and may be large: it is decoded in a worker
+        thread (see read_list_text), and only its first MAX_LISTED_JOBS
+        jobs are read.
+        """
         answer = await self._get(
             self.jobs_url(project_id), "list_jobs", "cce:job:list", max_bytes=MAX_LIST_BODY_BYTES
         )
-        return _decoded(answer, read_listing)
+        listed, ignored = await _decoded_in_thread(answer)
+        if ignored:
+            event(
+                log,
+                logging.WARNING,
+                "job_list_truncated",
+                kept=MAX_LISTED_JOBS,
+                ignored=ignored,
+            )
+        return listed
 
     async def _get(
         self, url: URL, operation: str, action: str, *, max_bytes: int = MAX_BODY_BYTES
@@ -194,24 +214,38 @@ class CCEClient:
         ticket.settle(status, detail, retry_now=renewed, kind=kind)
 
 
+def _invalid(answer: Answer, detail: str) -> ApiError:
+    return ApiError(
+        ErrorKind.INVALID_RESPONSE, detail, status=answer.status, request_id=answer.request_id
+    )
+
+
+def _not_json(answer: Answer, exc: Exception) -> ApiError:
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    return _invalid(answer, f"body is not JSON: {reason[:200]}")
+
+
 def _decoded(answer: Answer, read: Callable[[object], _T]) -> _T:
     """Decode an answer's JSON and read it; anything unreadable is an invalid response."""
     try:
-        data = json.loads(answer.body)
+        data = loads(answer.body)
     except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ApiError(
-            ErrorKind.INVALID_RESPONSE,
-            f"body is not JSON: {reason}",
-            status=answer.status,
-            request_id=answer.request_id,
-        ) from None
+        raise _not_json(answer, exc) from None
     try:
         return read(data)
     except InvalidJobError as exc:
-        raise ApiError(
-            ErrorKind.INVALID_RESPONSE,
-            str(exc),
-            status=answer.status,
-            request_id=answer.request_id,
-        ) from None
+        raise _invalid(answer, str(exc)) from None
+
+
+async def _decoded_in_thread(answer: Answer) -> tuple[list[ListedJob], int]:
+    """Decode the job list off the event loop; anything unreadable is an invalid response."""
+
+    def read() -> tuple[list[ListedJob], int]:
+        return read_list_text(body_text(answer.body))
+
+    try:
+        return await asyncio.to_thread(read)
+    except InvalidJobError as exc:
+        raise _invalid(answer, str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise _not_json(answer, exc) from None

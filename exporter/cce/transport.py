@@ -7,9 +7,9 @@ timed in `cce_exporter_api_requests_total` and
 or to read its answer leaves as an `ApiError` of its kind.
 """
 
-import json
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -20,10 +20,17 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.errors import ApiError, ErrorKind, valid_text
+from exporter.jobs.decode import loads
 from exporter.metrics.cce_exporter import Instruments
 
-# No real job is anywhere near this; a body past it is refused unread.
+# No real job is anywhere near this; a body past it is refused unread. A
+# compressed body counts as it inflates, so a gzip bomb stops at the cap too.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# The encodings asked for, and inflated here rather than by aiohttp: aiohttp
+# inflates up to 32 MiB of each network chunk at once, whatever the cap.
+ACCEPT_ENCODING = "gzip, deflate"
+# The most bytes one step of reading or inflating adds to a body.
+_STEP_BYTES = 64 * 1024
 USER_AGENT = f"cce-job-exporter/{__version__}"
 _DETAIL_CHARS = 200
 
@@ -53,7 +60,7 @@ def error_detail(body: bytes) -> str:
     described by its shape, never quoted whole.
     """
     try:
-        data: Any = json.loads(body)
+        data: Any = loads(body)
     except (ValueError, RecursionError):
         text = " ".join(body[:_DETAIL_CHARS].decode("utf-8", "replace").split())
         return f"non-JSON body: {text!r}" if text else "empty body"
@@ -95,19 +102,69 @@ class BodyTooLargeError(aiohttp.ClientError):
     """The answer is larger than the cap of its request."""
 
 
+class BadEncodingError(aiohttp.ClientError):
+    """The answer's Content-Encoding is not one asked for, or its data does not inflate."""
+
+
+class _Inflater:
+    """Inflates a gzip or deflate body, at most `_STEP_BYTES` of output a step."""
+
+    def __init__(self, encoding: str) -> None:
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            msg = f"unexpected Content-Encoding {encoding[:40]!r}"
+            raise BadEncodingError(msg)
+        self._encoding = encoding
+        self._zlib: zlib._Decompress | None = None
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Inflate `data`, yielding the output one bounded piece at a time."""
+        if self._zlib is None:
+            if self._encoding != "deflate":
+                wbits = 16 + zlib.MAX_WBITS
+            else:  # raw deflate without the zlib header, as some servers send it
+                wbits = zlib.MAX_WBITS if data[:1] and data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+            self._zlib = zlib.decompressobj(wbits)
+        while data and not self._zlib.eof:
+            try:
+                piece = self._zlib.decompress(data, _STEP_BYTES)
+            except zlib.error as exc:
+                msg = f"{self._encoding} body does not inflate: {exc}"
+                raise BadEncodingError(msg) from None
+            data = self._zlib.unconsumed_tail
+            if piece:
+                yield piece
+
+    def finish(self) -> None:
+        """Check that the compressed data ended where the body did."""
+        if self._zlib is not None and not self._zlib.eof:
+            msg = f"{self._encoding} body ends before its compressed data does"
+            raise BadEncodingError(msg)
+
+
 async def read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """Read the body, refusing one larger than `max_bytes`."""
+    """Read the body, inflated if it is compressed, refusing one larger than `max_bytes`."""
     if (response.content_length or 0) > max_bytes:
         msg = f"body of {response.content_length} bytes is over the {max_bytes} byte cap"
         raise BodyTooLargeError(msg)
-    chunks = []
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    inflater = None if encoding in ("", "identity") else _Inflater(encoding)
+    chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > max_bytes:
-            msg = f"body is over the {max_bytes} byte cap"
-            raise BodyTooLargeError(msg)
-        chunks.append(chunk)
+    try:
+        async for chunk in response.content.iter_chunked(_STEP_BYTES):
+            for piece in (chunk,) if inflater is None else inflater.feed(chunk):
+                size += len(piece)
+                if size > max_bytes:
+                    msg = f"body is over the {max_bytes} byte cap"
+                    raise BodyTooLargeError(msg)
+                chunks.append(piece)
+        if inflater is not None:
+            inflater.finish()
+    except BaseException:
+        # The traceback keeps this frame alive as long as the error is kept:
+        # it must not keep what was read as well.
+        chunks.clear()
+        raise
     return b"".join(chunks)
 
 
@@ -196,22 +253,28 @@ class Transport:
         """
         started = time.perf_counter()
         status: int | None = None
+        failure: ApiError | None = None
         try:
             async with self._session.request(
                 method,
                 url,
-                headers=dict(headers),
+                headers={"Accept-Encoding": ACCEPT_ENCODING, **headers},
                 data=data,
                 timeout=self._timeout,
                 allow_redirects=False,
+                auto_decompress=False,
             ) as response:
                 status = response.status
                 body = await read_capped(response, max_bytes)
                 answer = Answer(status, body, CIMultiDictProxy(CIMultiDict(response.headers)))
         except Exception as exc:  # CancelledError is not one: it goes on as it is
-            raise transport_error(exc, status, self._timeout.total, self._api) from None
+            failure = transport_error(exc, status, self._timeout.total, self._api)
         finally:
             code = "error" if status is None else str(status)
             self._instruments.api_requests.labels(operation, code).inc()
             self._instruments.api_latency.labels(operation).observe(time.perf_counter() - started)
+        if failure is not None:
+            # Raised out here, the ApiError holds no context: not aiohttp's
+            # exception, its traceback, nor the frames and buffers these keep.
+            raise failure
         return answer

@@ -30,14 +30,29 @@ _NS_PER_S = 1_000_000_000
 GO_ZERO_TIME_NS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(seconds=1) * _NS_PER_S
 
 
-# A job's timestamps come back unchanged at every poll (sub-jobs that are done
-# or waiting, creation times): most parses are answered from this cache.
-@lru_cache(maxsize=65536)
+# The longest timestamp text that is parsed: Go's longest form, with a long
+# zone name and the monotonic reading, is about 60 characters. Longer text is
+# refused before it reaches the cache, which so holds a few MB at the most.
+MAX_TIMESTAMP_CHARS = 100
+_CACHE_SIZE = 65536
+
+
 def parse_timestamp(text: str) -> int | None:
     """Parse a CCE timestamp to Unix nanoseconds, or None when it does not parse.
 
-    Digits of the fraction past the ninth (finer than a nanosecond) are dropped.
+    Digits of the fraction past the ninth (finer than a nanosecond) are dropped;
+    text longer than MAX_TIMESTAMP_CHARS does not parse.
     """
+    if len(text) > MAX_TIMESTAMP_CHARS:
+        return None
+    return _parse(text)
+
+
+# A job's timestamps come back unchanged at every poll (sub-jobs that are done
+# or waiting, creation times): most parses are answered from this cache.
+@lru_cache(maxsize=_CACHE_SIZE)
+def _parse(text: str) -> int | None:
+    """Parse timestamp text of a bounded length (see parse_timestamp)."""
     text = text.strip()
     match = _GO.fullmatch(text) or _RFC3339.fullmatch(text)
     if match is None:

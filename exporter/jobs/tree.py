@@ -40,6 +40,19 @@ TERMINAL_PHASES = frozenset({"Success", "Failed"})
 MAX_NODES = 20_000
 
 
+# The longest label value taken from a job: its type, cluster, resource, phase,
+# reason and sub-job IDs are cut to this many characters as they are read.
+MAX_LABEL_CHARS = 200
+# The longest reason kept for the status pages and logs (its label is cut to
+# MAX_LABEL_CHARS like any other).
+MAX_REASON_CHARS = 4096
+
+
+def label(text: str | None) -> str:
+    """Return a label value read from the API, cut to MAX_LABEL_CHARS; None is empty."""
+    return (text or "")[:MAX_LABEL_CHARS]
+
+
 class InvalidJobError(ValueError):
     """The API answered something that is not a job at all."""
 
@@ -160,13 +173,13 @@ class Job(JobModel):
         spec = self.spec or JobSpec()
         status = self.status or JobStatus()
         return NodeFacts(
-            uid=meta.uid,
-            job_type=spec.type or "",
-            cluster_id=spec.clusterUID or "",
-            resource_id=spec.resourceID or "",
-            resource_name=spec.resourceName or "",
-            phase=status.phase or None,
-            reason=status.reason or "",
+            uid=label(meta.uid) or None,
+            job_type=label(spec.type),
+            cluster_id=label(spec.clusterUID),
+            resource_id=label(spec.resourceID),
+            resource_name=label(spec.resourceName),
+            phase=label(status.phase) or None,
+            reason=(status.reason or "")[:MAX_REASON_CHARS],
             created=meta.creationTimestamp,
             updated=meta.updateTimestamp,
             subjobs=tuple(spec.subJobs or ()),
@@ -304,7 +317,9 @@ def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
 
 
 __all__ = [
+    "MAX_LABEL_CHARS",
     "MAX_NODES",
+    "MAX_REASON_CHARS",
     "PHASES",
     "TERMINAL_PHASES",
     "ApiStr",
@@ -318,4 +333,5 @@ __all__ = [
     "NodeFacts",
     "Text",
     "flatten",
+    "label",
 ]

@@ -7,14 +7,17 @@ its own, never mixed with the v3 model; what the two share is the flattened
 is optional and a value of the wrong type costs only that value.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from exporter.errors import valid_text
+from exporter.jobs.decode import DECODER, THREAD_DECODER
 from exporter.jobs.timestamps import is_zero_time, parse_timestamp
 from exporter.jobs.tree import (
+    MAX_REASON_CHARS,
     TERMINAL_PHASES,
     ApiStr,
     InvalidJobError,
@@ -25,7 +28,13 @@ from exporter.jobs.tree import (
     NodeFacts,
     Text,
     flatten,
+    label,
 )
+
+# The most elements of the job list that are read; the others are counted and
+# ignored. Twice the default `max_jobs`.
+MAX_LISTED_JOBS = 20_000
+_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 class V2JobSpec(BaseModel):
@@ -68,13 +77,13 @@ class V2Job(JobModel):
         spec = self.spec or V2JobSpec()
         status = self.status or V2JobStatus()
         return NodeFacts(
-            uid=meta.uid,
-            job_type=spec.type or "",
-            cluster_id=spec.clusteruid or "",
-            resource_id=spec.resourceid or "",
-            resource_name=spec.resourcename or "",
-            phase=status.status or None,
-            reason=status.reason or "",
+            uid=label(meta.uid) or None,
+            job_type=label(spec.type),
+            cluster_id=label(spec.clusteruid),
+            resource_id=label(spec.resourceid),
+            resource_name=label(spec.resourcename),
+            phase=label(status.status) or None,
+            reason=(status.reason or "")[:MAX_REASON_CHARS],
             created=meta.creationTimestamp,
             updated=meta.updateTimestamp,
             subjobs=tuple(spec.subjobs or ()),
@@ -91,7 +100,9 @@ class ListedJob:
     created_ns: int | None
     # When the job ended: `status.completionTime`, else `metadata.updateTimestamp`.
     completed_ns: int | None
-    raw: dict[str, Any]
+    # The element as decoded, or its JSON text: decoded again by `tree()`, it
+    # costs a fraction of the objects' memory, and nothing to the collector.
+    raw: dict[str, Any] | str
 
     @property
     def finished(self) -> bool:
@@ -103,7 +114,12 @@ class ListedJob:
         if self.job_id is None:
             msg = "a listed job without metadata.uid has no ID to name its tree"
             raise InvalidJobError(msg)
-        return flatten_v2(self.raw, self.job_id)
+        try:
+            data = DECODER.decode(self.raw) if isinstance(self.raw, str) else self.raw
+        except (ValueError, RecursionError) as exc:  # it was decoded once: not expected
+            msg = f"the listed job does not decode again: {type(exc).__name__}"
+            raise InvalidJobError(msg) from None
+        return flatten_v2(data, self.job_id)
 
 
 def _text(section: object, key: str) -> str | None:
@@ -121,6 +137,26 @@ def _parsed(value: str | None) -> int | None:
     return None if value is None else parse_timestamp(value)
 
 
+def listed_job(raw: object, source: str | None = None) -> ListedJob | None:
+    """Read one element of the job list (its JSON text `source`, to keep instead of it).
+
+    None when it is not an object.
+    """
+    if not isinstance(raw, dict):
+        return None
+    metadata, spec, status = raw.get("metadata"), raw.get("spec"), raw.get("status")
+    updated = _time_text(metadata, "updateTimestamp")
+    completed = _time_text(status, "completionTime") or updated
+    return ListedJob(
+        job_id=_text(metadata, "uid"),
+        job_type=label(_text(spec, "type")),
+        phase=_text(status, "status"),
+        created_ns=_parsed(_time_text(metadata, "creationTimestamp")),
+        completed_ns=_parsed(completed),
+        raw=raw if source is None else source,
+    )
+
+
 def read_listing(data: object) -> list[ListedJob]:
     """Read the job list's answer: a JSON array of v2 jobs.
 
@@ -131,24 +167,52 @@ def read_listing(data: object) -> list[ListedJob]:
     if not isinstance(data, list):
         msg = f"expected a list of jobs, got {type(data).__name__}"
         raise InvalidJobError(msg)
-    listed = []
-    for raw in data:
-        if not isinstance(raw, dict):
-            continue
-        metadata, spec, status = raw.get("metadata"), raw.get("spec"), raw.get("status")
-        updated = _time_text(metadata, "updateTimestamp")
-        completed = _time_text(status, "completionTime") or updated
-        listed.append(
-            ListedJob(
-                job_id=_text(metadata, "uid"),
-                job_type=_text(spec, "type") or "",
-                phase=_text(status, "status"),
-                created_ns=_parsed(_time_text(metadata, "creationTimestamp")),
-                completed_ns=_parsed(completed),
-                raw=raw,
-            )
-        )
-    return listed
+    return [job for job in map(listed_job, data) if job is not None]
+
+
+def read_list_text(text: str) -> tuple[list[ListedJob], int]:
+    """Read the job list's text: (its first MAX_LISTED_JOBS jobs, how many more it holds).
+
+    The list has no paging and may be tens of MB: it is read one element at a
+    time (with THREAD_DECODER, in a worker thread), each kept as its text, and
+    the elements past the cap are only counted. Raises ValueError when the
+    text is not JSON, InvalidJobError when it is not a list.
+    """
+    index = _skip(text, 0)
+    if not text.startswith("[", index):
+        return read_listing(DECODER.decode(text)), 0
+    jobs: list[ListedJob] = []
+    ignored = 0
+    index = _skip(text, index + 1)
+    closed = text.startswith("]", index)
+    while not closed:
+        value, end = THREAD_DECODER.raw_decode(text, index)
+        if isinstance(value, dict):
+            if len(jobs) < MAX_LISTED_JOBS:
+                job = listed_job(value, text[index:end])
+                if job is not None:
+                    jobs.append(job)
+            else:
+                ignored += 1
+        del value  # nothing decoded outlives its element
+        index = _skip(text, end)
+        closed = text.startswith("]", index)
+        if not closed and not text.startswith(",", index):
+            msg = f"expected ',' or ']' at character {index}"
+            raise ValueError(msg)
+        if not closed:
+            index = _skip(text, index + 1)
+    index = _skip(text, index + 1)
+    if index < len(text):
+        msg = f"extra data at character {index}"
+        raise ValueError(msg)
+    return jobs, ignored
+
+
+def _skip(text: str, index: int) -> int:
+    """Return the index of the first character from `index` on that is not white space."""
+    match = _SPACE.match(text, index)
+    return index if match is None else match.end()
 
 
 def flatten_v2(data: object, job_id: str) -> JobTree:

@@ -12,12 +12,12 @@ from typing import cast
 from prometheus_client.utils import floatToGoString
 
 from exporter.jobs.state import ERROR_KINDS, JobState
-from exporter.jobs.tree import PHASES, JobNode
+from exporter.jobs.tree import MAX_LABEL_CHARS, PHASES, JobNode
 
 # prometheus-client ships this without annotations.
 _go_float = cast(Callable[[float], str], floatToGoString)
 
-REASON_MAX_CHARS = 200
+REASON_MAX_CHARS = MAX_LABEL_CHARS
 
 
 class Family(Enum):

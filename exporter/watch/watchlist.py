@@ -15,7 +15,7 @@ from typing import Protocol
 
 from exporter.jobs.ids import is_valid_id
 from exporter.jobs.state import JobState
-from exporter.logs import event
+from exporter.logs import Summary, event
 from exporter.metrics.cce_exporter import Instruments
 from exporter.watch.sharding import Shard
 
@@ -99,6 +99,9 @@ class WatchList:
         self._instruments = instruments
         self._shard = shard or Shard()
         self._max_jobs = max_jobs
+        # Discovery offers each refused job again at every pass, one call per
+        # job: refusals are logged as counts per minute, not line per call.
+        self._refused = Summary(log, logging.WARNING, "jobs_refused")
 
     @property
     def shard(self) -> Shard:
@@ -166,21 +169,11 @@ class WatchList:
         if outcome.added:
             event(log, logging.INFO, "jobs_watched", route=route.value, count=len(outcome.added))
         if outcome.refused:
-            event(
-                log,
-                logging.WARNING,
-                "jobs_refused",
+            self._refused.add(
+                len(outcome.refused),
                 route=route.value,
                 reason="max_jobs",
                 max_jobs=self._max_jobs,
-                count=len(outcome.refused),
             )
         if outcome.invalid:
-            event(
-                log,
-                logging.WARNING,
-                "jobs_refused",
-                route=route.value,
-                reason="invalid_id",
-                count=len(outcome.invalid),
-            )
+            self._refused.add(len(outcome.invalid), route=route.value, reason="invalid_id")

@@ -5,10 +5,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.jobs.state import JobState
+from exporter.jobs.v2 import ListedJob, read_listing
 from exporter.metrics.cce_exporter import Instruments
+from exporter.watch.discovery import Discovery, DiscoverySettings
 from exporter.watch.sharding import Shard
 from exporter.watch.watchlist import Route
 from tests.conftest import idle_watchlist
+from tests.standins.jobs import v2_job
 
 
 def _rejected(instruments: Instruments, reason: str) -> float:
@@ -202,3 +205,37 @@ def test_a_job_is_watched_while_some_route_names_it(
         for n in range(POOL):
             job_id = f"job-{n}"
             assert watchlist.routes(job_id) == {r for r, ids in named.items() if job_id in ids}
+
+
+class _Lister:
+    """A job list of `count` running jobs, created now."""
+
+    def __init__(self, count: int, now: float) -> None:
+        self._listed = read_listing([v2_job(f"listed-{n:05d}", created=now) for n in range(count)])
+
+    async def list_jobs(self, project_id: str) -> list[ListedJob]:
+        """Return the same list at every read."""
+        return self._listed
+
+
+async def test_refusals_for_max_jobs_are_logged_as_counts_not_per_job(
+    instruments: Instruments, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three passes over 2,000 listed jobs with room for 10 log one refusal line, not 5,970."""
+    now = 1_750_000_000.0
+    watchlist, _store, scheduler = idle_watchlist(instruments, max_jobs=10)
+    discovery = Discovery(
+        _Lister(2000, now), watchlist, instruments, DiscoverySettings("p"), clock=lambda: now
+    )
+    with caplog.at_level(logging.INFO, logger="exporter.watch"):
+        for _ in range(3):
+            await discovery.refresh()
+    assert len(scheduler) == 10
+    refused = [r for r in caplog.records if r.getMessage() == "jobs_refused"]
+    assert len(refused) == 1
+    assert (
+        instruments.registry.get_sample_value(
+            "cce_exporter_rejected_jobs_total", {"reason": "max_jobs"}
+        )
+        == 3 * 1990
+    )

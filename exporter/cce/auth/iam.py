@@ -27,6 +27,7 @@ from exporter.cce.auth.gate import AuthGate
 from exporter.cce.ratelimit import RateLimiter
 from exporter.cce.transport import USER_AGENT, Answer, Transport, error_detail, kind_for_status
 from exporter.errors import ApiError, ErrorKind
+from exporter.jobs.decode import loads
 from exporter.jobs.timestamps import is_zero_time
 from exporter.logs import event
 from exporter.metrics.cce_exporter import Instruments
@@ -257,7 +258,7 @@ class IamAuth:
             msg = "IAM: answer 201 without an X-Subject-Token header"
             raise ApiError(ErrorKind.INVALID_RESPONSE, msg, status=201)
         try:
-            data = json.loads(body)["token"]
+            data = loads(body)["token"]
             expires_at = _token_time(data, "expires_at")
             issued_at = _token_time(data, "issued_at")
         except (ValueError, RecursionError, KeyError, TypeError) as exc:
