@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from exporter.cce.auth.gate import AUTH_KINDS
+from exporter.cce.concurrency import RequestSlots
 from exporter.errors import ApiError
 from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import JobTree
@@ -108,7 +109,8 @@ class Scheduler:
         self._monotonic = monotonic  # every wait: due times, retention
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep  # before a request: its jitter, or its interval's end
-        self._semaphore = asyncio.Semaphore(settings.poll_concurrency)
+        # poll_concurrency: a poll gives its slot up while its retries wait.
+        self._requests = RequestSlots(settings.poll_concurrency)
         self._slots: dict[str, _Slot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -323,7 +325,7 @@ class Scheduler:
             early = slot.not_before - self._monotonic()
             if max(spread, early) > 0:
                 await self._sleep(max(spread, early))
-        async with self._semaphore:
+        async with self._requests.hold():
             if self._slots.get(job_id) is not slot:  # unwatched while it waited
                 return
             started = self._monotonic()

@@ -15,6 +15,7 @@ from yarl import URL
 
 from exporter.cce.auth.base import Authenticator, OutgoingRequest
 from exporter.cce.auth.gate import AuthGate, Ticket
+from exporter.cce.concurrency import slot_given_up
 from exporter.cce.ratelimit import RateLimiter, Sleep
 from exporter.cce.transport import (
     MAX_BODY_BYTES,
@@ -147,7 +148,7 @@ class CCEClient:
             stop=stop_after_attempt(policy.attempts),
             wait=wait,
             retry=retry_if_exception(worth_retrying),
-            sleep=self._sleep,
+            sleep=self._wait,
             reraise=True,
         )
         async for attempt in retrying:
@@ -155,6 +156,11 @@ class CCEClient:
                 return await self._get_once(url, operation, action, max_bytes)
         msg = "unreachable: tenacity re-raises the last failure"
         raise AssertionError(msg)
+
+    async def _wait(self, seconds: float) -> None:
+        """Wait between two attempts, the poll's concurrency slot given up meanwhile."""
+        async with slot_given_up():
+            await self._sleep(seconds)
 
     async def _get_once(self, url: URL, operation: str, action: str, max_bytes: int) -> Answer:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
