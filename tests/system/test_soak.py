@@ -60,9 +60,13 @@ BLOCK_GROWTH = 30_000
 #   once per poll, passes it within seconds.
 TASKS_MAX = 2 * JOBS + 20
 # - File descriptors: the connection pool holds at most poll_concurrency
-#   sockets; plus the listener, a scrape connection, the child's pipes.
+#   sockets; plus the listener, a scrape connection, the child's pipes. How
+#   many of its sockets are open at a moment moves with the polls in flight
+#   (a poll waiting to retry gives its turn to another), so the medians of two
+#   quarters may differ by up to a full pool; a leak of one socket per poll
+#   passes that, and the bound above, within seconds.
 FDS_ABOVE_START = POLL_CONCURRENCY + 10
-FD_GROWTH = 4
+FD_GROWTH = POLL_CONCURRENCY
 
 
 @dataclass(frozen=True)
