@@ -30,7 +30,7 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-u
 REFRESH_SECONDS = 30
 # Deeper levels of a tree are drawn at this indentation, with their depth written out.
 MAX_INDENT = 8
-# Jobs on one page: keeps the page small at thousands of jobs (about 100 KB gzipped
+# Jobs on one page: keeps the page small at thousands of jobs (about 30 KB gzipped
 # at 10 sub-jobs a job), problems first so that page 1 is the one to read.
 PAGE_SIZE = 100
 # Jobs whose polls fail named in the summary; the count covers them all.
