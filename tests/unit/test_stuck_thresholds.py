@@ -4,6 +4,7 @@ from typing import Any
 
 import yaml
 
+from exporter.server.statuspage.page import PAGE_SIZE
 from exporter.server.statuspage.stuck import DEFAULT_STUCK_THRESHOLD, STUCK_THRESHOLDS
 
 ALERTS = Path(__file__).parents[2] / "config" / "alerts.yml"
@@ -36,3 +37,9 @@ def test_status_page_stuck_thresholds_are_the_alert_s() -> None:
     )
     assert dict(STUCK_THRESHOLDS) == per_type
     assert default == DEFAULT_STUCK_THRESHOLD
+
+
+def test_monitoring_guide_states_the_page_size() -> None:
+    """docs/monitoring.md states the status page's page size as the code has it."""
+    guide = " ".join((ALERTS.parents[1] / "docs" / "monitoring.md").read_text().split())
+    assert f"At most {PAGE_SIZE} jobs a page" in guide
