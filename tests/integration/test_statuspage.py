@@ -226,7 +226,7 @@ def test_page_shows_phases_progress_and_reasons(example_job: dict[str, Any]) -> 
     assert "Last poll failed" in text
     assert "not polled yet" in text
     joined = "".join(parser.text)
-    assert "7 watched job(s): 2 Running, 1 Success, 2 Failed, 2 not read yet, 1 stuck." in joined
+    assert "7 watched job(s): 2 Failed, 1 stuck, 2 Running, 1 Success, 2 not read yet." in joined
     assert "Polls failing for 1: job-unreadable." in joined
 
 

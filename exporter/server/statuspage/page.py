@@ -217,7 +217,8 @@ def job_card(state: JobState, group: Group, now: float) -> str:
 
 
 def _summary(jobs: list[tuple[Group, JobState]]) -> str:
-    counts = dict.fromkeys(PHASES, 0)
+    # Problems first here too: failed, then under way, then done.
+    counts = dict.fromkeys(("Failed", "Running", "Initializing", "Success"), 0)
     unread = 0
     for _, state in jobs:
         if state.tree is None or not state.tree.root.phase:
@@ -230,11 +231,11 @@ def _summary(jobs: list[tuple[Group, JobState]]) -> str:
         for phase, count in counts.items()
         if count
     ]
-    if unread:
-        parts.append(f"{unread} not read yet")
     stuck = sum(1 for group, _ in jobs if group is Group.STUCK)
     if stuck:
-        parts.append(f'<a href="#stuck">{stuck} stuck</a>')
+        parts.insert(1 if counts["Failed"] else 0, f'<a href="#stuck">{stuck} stuck</a>')
+    if unread:
+        parts.append(f"{unread} not read yet")
     failing = [state.job_id for _, state in jobs if state.failing]
     text = f"{len(jobs)} watched job(s)" + (": " + ", ".join(parts) if parts else "") + "."
     if failing:
