@@ -21,6 +21,7 @@ from exporter.server.statuspage import (
     jobs_json,
     page,
     render_html,
+    views,
 )
 from tests.standins.jobs import EXAMPLE_JOB_ID, job_object
 
@@ -417,3 +418,27 @@ def test_the_page_shows_at_most_a_page_of_jobs_and_counts_them_all() -> None:
     # A page past the last shows the last; the full tree of a job is on its card.
     assert render_html(store, "p", NOW, Filters(), page=99) == last
     assert 'data-job-id="s-101"' in last
+
+
+async def test_views_of_other_filters_are_kept_within_a_bound(
+    example_job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each filter's view is kept for the same snapshot, until the views outgrow their bound."""
+    built: list[Filters] = []
+    real = views.render_html
+
+    def counting(*args: Any) -> str:
+        built.append(args[3])
+        return real(*args)
+
+    monkeypatch.setattr(views, "render_html", counting)
+    store, status = _store(example_job), StatusViews(clock=lambda: NOW)
+    failed, done = Filters(phase=("failed",)), Filters(phase=("success",))
+    for filters in (failed, done, failed, done):
+        await status.html(store, "p1", filters)
+    assert built == [failed, done]
+    monkeypatch.setattr(views, "MAX_VIEW_BYTES", 1)  # room for the newest view only
+    running = Filters(phase=("running",))
+    for filters in (running, failed, done):
+        await status.html(store, "p1", filters)
+    assert built == [failed, done, running, failed, done]

@@ -17,6 +17,9 @@ from exporter.server.statuspage.page import render_html
 VIEW_MAX_AGE = 10.0
 # Views kept at once, one per kind, filters and page; the oldest goes first.
 MAX_VIEWS = 16
+# Bytes those views may hold together (the newest is kept whatever its size):
+# clients asking for many filters of a large JSON cannot grow memory past it.
+MAX_VIEW_BYTES = 32 << 20
 # Fast enough to compress in the build, and within a few % of the best size.
 GZIP_LEVEL = 6
 
@@ -29,6 +32,11 @@ class Body:
 
     plain: bytes
     gzipped: bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes held, both forms."""
+        return len(self.plain) + len(self.gzipped)
 
     def pick(self, *, gzipped: bool) -> bytes:
         """Return the body to send."""
@@ -115,6 +123,7 @@ class StatusViews:
             body = await asyncio.to_thread(build, states, now)
             self._built.pop(key, None)
             self._built[key] = _Built(states, now, body)
-            while len(self._built) > MAX_VIEWS:
-                del self._built[next(iter(self._built))]
+            held = sum(view.body.size for view in self._built.values())
+            while len(self._built) > 1 and (len(self._built) > MAX_VIEWS or held > MAX_VIEW_BYTES):
+                held -= self._built.pop(next(iter(self._built))).body.size
             return body
