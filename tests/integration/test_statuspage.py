@@ -189,8 +189,14 @@ def test_problem_trees_are_open_and_others_folded(example_job: dict[str, Any]) -
 
 
 def test_initializing_steps_show_as_waiting(example_job: dict[str, Any]) -> None:
-    """A step not started yet says waiting, not a duration that grows."""
-    html = render_html(_store(example_job), "p1", NOW)
+    """A step not started yet says waiting (never started once its job ended), not a duration."""
+    store = _store(example_job)
+    skipped = job_object("sub-skipped", "Initializing", job_type="ConfigureNode")
+    _put(store, job_object("job-ended", "Failed", [skipped], created=NOW - 60), "job-ended")
+    html = render_html(store, "p1", NOW)
+    ended = re.search(r'<li class="node"[^>]*data-job-id="sub-skipped".*?</li>', html)
+    assert ended is not None
+    assert '<span class="muted">never started</span>' in ended.group(0)
     row = re.search(r'<li class="node"[^>]*data-job-id="sub-wait".*?</li>', html)
     assert row is not None
     assert '<span class="muted">waiting</span>' in row.group(0)

@@ -116,14 +116,14 @@ def _progress_bar(node: JobNode) -> str:
     )
 
 
-def _how_long(node: JobNode, now: float) -> str:
+def _how_long(node: JobNode, now: float, *, ended: bool) -> str:
     # An Initializing step has not started: a growing duration would look busy.
     if node.phase == "Initializing":
-        return "waiting"
+        return "never started" if ended else "waiting"
     return human_duration(node_duration(node, now))
 
 
-def _node_row(node: JobNode, now: float) -> str:
+def _node_row(node: JobNode, now: float, *, ended: bool) -> str:
     # The root is the card itself: its sub-jobs start at the left edge.
     level = node.depth - 1
     indent = min(level, MAX_INDENT)
@@ -135,7 +135,7 @@ def _node_row(node: JobNode, now: float) -> str:
         f'data-job-id="{_e(node.job_id)}">'
         f"{deep}{_phase_badge(node.phase)} "
         f'<span class="type">{_e(node.job_type or "(no type)")}</span>{resource} '
-        f'<span class="muted">{_e(_how_long(node, now))}</span>'
+        f'<span class="muted">{_e(_how_long(node, now, ended=ended))}</span>'
         f"{_progress_bar(node)}"
         f'<div class="id">{_e(node.job_id)}</div>{reason}</li>'
     )
@@ -199,7 +199,8 @@ def job_card(state: JobState, group: Group, now: float) -> str:
     failure = _failure(root, tree.nodes) if root is not None and tree is not None else ""
     folded = ""
     if tree is not None and len(tree.nodes) > 1:
-        rows = "".join(_node_row(node, now) for node in tree.nodes[1:])
+        ended = tree.root.finished
+        rows = "".join(_node_row(node, now, ended=ended) for node in tree.nodes[1:])
         opened = " open" if group in _OPEN_GROUPS else ""
         count = len(tree.nodes) - 1
         folded = (
