@@ -1,7 +1,7 @@
-"""Benchmarks of the exporter at scale: scrape, polling, requests over a day, memory.
+"""Benchmarks of the exporter at scale: scrape, polling, requests over a day, memory, /jobs.
 
     .venv/bin/python benchmarks/bench.py            # every goal, full size
-    .venv/bin/python benchmarks/bench.py scrape     # one of: scrape poll requests memory
+    .venv/bin/python benchmarks/bench.py scrape     # one of: scrape poll requests memory status
     .venv/bin/python benchmarks/bench.py --quick    # tiny sizes: a smoke run, goals not judged
 
 Each benchmark prints its figures and, for each goal, the ratio of the figure
@@ -292,6 +292,57 @@ def bench_scrape(report: Report, jobs: int, subjobs: int, *, repeat: int) -> Non
         1 / 20,
         "x",
     )
+
+
+# --- status page -------------------------------------------------------------
+
+
+async def _status_times(
+    store: JobStore, states: list[JobState], path: str, repeat: int
+) -> tuple[list[float], int, int]:
+    """Fetch `path` `repeat` times, each after a job changed: every answer is a fresh build."""
+    runner, url = await _serve(store, Renderer(PROJECT, CollectorRegistry()))
+    url = url.removesuffix("/metrics") + path
+    times = []
+    packed = plain = 0
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            for n in range(repeat):
+                state = states[n % len(states)]
+                store.put(replace(state, last_success=time.time()))
+                started = time.perf_counter()
+                async with session.get(url, headers={"Accept-Encoding": "gzip"}) as response:
+                    body = await response.read()
+                times.append(time.perf_counter() - started)
+                packed = len(body)
+            async with session.get(url, headers={"Accept-Encoding": "identity"}) as response:
+                plain = len(await response.read())
+    finally:
+        await runner.cleanup()
+    return times, packed, plain
+
+
+def bench_status(report: Report, jobs: int, subjobs: int, *, repeat: int) -> None:
+    """/jobs (and /api/v1/jobs) gzipped, each request a fresh build after a job changed."""
+    print(f"status: /jobs with {jobs} watched jobs of {subjobs} sub-jobs each")
+    states = job_states(jobs, subjobs)
+    store = JobStore()
+    fill(store, states)
+    page, packed, plain = asyncio.run(_status_times(store, states, "/jobs", repeat))
+    failed, failed_packed, _ = asyncio.run(
+        _status_times(store, states, "/jobs?phase=Failed&q=0", repeat)
+    )
+    api, api_packed, api_plain = asyncio.run(
+        _status_times(store, states, "/api/v1/jobs", max(1, repeat // 3))
+    )
+    report.figure("/jobs body, plain", plain / 1e3, "KB")
+    report.figure("/jobs?phase=Failed&q=0 gzip (median)", statistics.median(failed), "s")
+    report.figure("/jobs?phase=Failed&q=0 gzip body", failed_packed / 1e3, "KB")
+    report.figure("/api/v1/jobs gzip (median)", statistics.median(api), "s")
+    report.figure("/api/v1/jobs body, gzip", api_packed / 1e3, "KB")
+    report.figure("/api/v1/jobs body, plain", api_plain / 1e6, "MB")
+    report.goal("/jobs gzip body", packed / 1e3, 300, "KB")
+    report.goal("/jobs gzip, built afresh (median)", statistics.median(page), 0.5, "s")
 
 
 # --- polling -----------------------------------------------------------------
@@ -663,7 +714,9 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; return 1 if a goal is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="*", default=["scrape", "poll", "requests", "memory"])
+    parser.add_argument(
+        "which", nargs="*", default=["scrape", "poll", "requests", "memory", "status"]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes; goals are not judged")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--subjobs", type=int, default=10)
@@ -686,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
             bench_requests(report, 30 if quick else 2000, 30.0, 60.0)
         elif name == "memory":
             bench_memory(report, 20 if quick else args.jobs, 3 if quick else args.subjobs)
+        elif name == "status":
+            jobs = 20 if quick else args.jobs
+            bench_status(report, jobs, 3 if quick else args.subjobs, repeat=3 if quick else 15)
         else:
             parser.error(f"unknown benchmark {name!r}")
     missed = [goal for goal in report.goals if not goal.met]

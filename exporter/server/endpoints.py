@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from exporter import __version__
+from exporter.jobs.ids import is_valid_id
 from exporter.jobs.state import JobStore
 from exporter.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
-from exporter.server.statuspage import CONTENT_SECURITY_POLICY, StatusViews
+from exporter.server.statuspage import CONTENT_SECURITY_POLICY, Body, Filters, StatusViews
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,24 +152,64 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
+def _filters(request: web.Request) -> Filters:
+    query = request.query
+    return Filters.from_query(
+        {name: query.getall(name, []) for name in ("phase", "type", "cluster", "q")}
+    )
+
+
+def _page_number(request: web.Request) -> int:
+    text = request.query.get("page", "1")
+    # A page number that is not one shows the first page, as a link would.
+    return int(text) if text.isdecimal() and len(text) < 7 else 1
+
+
+async def _send_view(
+    request: web.Request, headers: dict[str, str], body: Body
+) -> web.StreamResponse:
+    headers["Vary"] = "Accept-Encoding"
+    gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    data = body.pick(gzipped=gzip)
+    return await send_pieces(request, headers, (data,), len(data))
+
+
 async def jobs_page(request: web.Request) -> web.StreamResponse:
-    """Serve the status page: every watched job as a tree."""
+    """Serve the status page: the watched jobs that match the filters, problems first."""
     context = request.app[_CONTEXT]
-    page = await context.views.html(context.store, context.project_id)
+    page = await context.views.html(
+        context.store, context.project_id, _filters(request), _page_number(request)
+    )
     headers = {
         "Content-Type": "text/html; charset=utf-8",
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         "X-Content-Type-Options": "nosniff",
     }
-    return await send_pieces(request, headers, (page,), len(page))
+    return await _send_view(request, headers, page)
 
 
 async def jobs_api(request: web.Request) -> web.StreamResponse:
-    """Serve the watched jobs as JSON."""
+    """Serve the watched jobs that match the filters as JSON."""
     context = request.app[_CONTEXT]
-    document = await context.views.json(context.store, context.project_id)
+    document = await context.views.json(context.store, context.project_id, _filters(request))
     headers = {"Content-Type": "application/json; charset=utf-8"}
-    return await send_pieces(request, headers, (document,), len(document))
+    return await _send_view(request, headers, document)
+
+
+async def job_api(request: web.Request) -> web.StreamResponse:
+    """Serve one watched job as JSON: 400 for an invalid ID, 404 when it is not watched."""
+    context = request.app[_CONTEXT]
+    job_id = request.match_info["job_id"]
+    if not is_valid_id(job_id):
+        return web.json_response({"error": "invalid job ID"}, status=400)
+    state = context.store.get(job_id)
+    if state is None:
+        return web.json_response({"error": "the job is not watched", "job_id": job_id}, status=404)
+    document = await context.views.one(state, context.project_id)
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    return await _send_view(request, headers, document)
 
 
 def create_app(context: WebContext) -> web.Application:
@@ -181,4 +222,5 @@ def create_app(context: WebContext) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/jobs", jobs_page)
     app.router.add_get("/api/v1/jobs", jobs_api)
+    app.router.add_get("/api/v1/jobs/{job_id}", job_api)
     return app

@@ -20,7 +20,7 @@ from exporter import app as app_module
 from exporter.app import _serve_http, exporter
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import flatten
-from exporter.server import statuspage
+from exporter.server.statuspage import model, page, views
 from exporter.settings.load import load_settings
 from tests.standins.jobs import wide_job
 from tests.standins.processes import free_port
@@ -283,16 +283,16 @@ async def test_status_views_are_built_once_per_snapshot_and_never_hold_up_metric
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Clients looping both views of large trees cost one build each; /metrics answers."""
-    monkeypatch.setattr(statuspage, "VIEW_MAX_AGE", 3600)  # however slow the machine
+    monkeypatch.setattr(views, "VIEW_MAX_AGE", 3600)  # however slow the machine
     built: list[str] = []
-    for name in ("job_json", "_job_section"):  # once per job in each build of a view
-        real = getattr(statuspage, name)
+    for module, name in ((model, "job_json"), (page, "job_card")):  # once a job a build
+        real = getattr(module, name)
 
         def counting(*args: Any, _real: Any = real, _name: str = name) -> Any:
             built.append(_name)
             return _real(*args)
 
-        monkeypatch.setattr(statuspage, name, counting)
+        monkeypatch.setattr(module, name, counting)
     async with serving(tmp_path, jobs=8, subjobs=2000) as (url, _):
         assert await get(url) == 200
         done = asyncio.Event()
@@ -321,4 +321,4 @@ async def test_status_views_are_built_once_per_snapshot_and_never_hold_up_metric
     assert max(waits) < 5, f"/metrics took up to {max(waits):.1f} s"
     assert min(served) >= 2
     # Nothing changed: one build of each view served every request.
-    assert sorted(built) == ["_job_section"] * 8 + ["job_json"] * 8
+    assert sorted(built) == ["job_card"] * 8 + ["job_json"] * 8

@@ -19,7 +19,7 @@ def test_benchmark_script_runs_at_a_tiny_size() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for section in ("scrape:", "poll:", "requests:", "memory:"):
+    for section in ("scrape:", "poll:", "requests:", "memory:", "status:"):
         assert section in out
     assert "/metrics gzip time / (generate_latest + gzip time)" in out
     assert "v3 requests for jobs known finished" in out
