@@ -125,6 +125,8 @@ class JobStatus(BaseModel):
 
     phase: Text = None
     reason: Text = None
+    # Details of the current state: not in the official SDK, seen in clients.
+    message: Text = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,7 @@ class NodeFacts:
     created: str | None
     updated: str | None
     subjobs: tuple[Any, ...]  # the sub-jobs, still raw JSON
+    message: str = ""
 
 
 class JobModel(BaseModel):
@@ -183,6 +186,7 @@ class Job(JobModel):
             created=meta.creationTimestamp,
             updated=meta.updateTimestamp,
             subjobs=tuple(spec.subJobs or ()),
+            message=(status.message or "")[:MAX_REASON_CHARS],
         )
 
 
@@ -206,6 +210,8 @@ class JobNode:
     subjob_phases: tuple[tuple[str, int], ...] | None
     # Every direct sub-job, with a phase or not.
     subjob_total: int = 0
+    # `status.message`, for the status pages only (no metric carries it).
+    message: str = ""
 
     @property
     def progress(self) -> float | None:
@@ -301,6 +307,7 @@ def flatten(data: object, job_id: str, model: type[JobModel] = Job) -> JobTree:
                 updated_ns=_timestamp(facts.updated, "metadata.updateTimestamp", errors),
                 subjob_phases=_phase_counts(children) if children else None,
                 subjob_total=len(children),
+                message=facts.message,
             )
         )
         # Reversed so that the stack pops them in document order.

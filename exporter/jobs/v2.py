@@ -57,6 +57,7 @@ class V2JobStatus(BaseModel):
 
     status: Text = None
     reason: Text = None
+    message: Text = None
     completionTime: Text = None  # noqa: N815 - the API's own spelling
 
 
@@ -87,6 +88,7 @@ class V2Job(JobModel):
             created=meta.creationTimestamp,
             updated=meta.updateTimestamp,
             subjobs=tuple(spec.subjobs or ()),
+            message=(status.message or "")[:MAX_REASON_CHARS],
         )
 
 

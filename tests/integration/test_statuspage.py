@@ -216,6 +216,28 @@ def test_cards_show_the_failed_step_the_reason_and_a_json_link(
     assert 'href="api/v1/jobs/job-failed"' in card.group(0)
 
 
+def test_status_messages_show_on_cards_rows_and_in_json() -> None:
+    """`status.message`, the details of a job's state, shows on its card, its row and in JSON."""
+    store = JobStore()
+    sub = job_object("sub-slow", "Running", job_type="InstallNode")
+    sub["status"]["message"] = "waiting for the ECS server <to boot>"
+    job = job_object("job-msg", "Running", [sub], created=NOW - 60)
+    job["status"]["message"] = "2 of 3 steps left"
+    _put(store, job, "job-msg")
+    html = render_html(store, "p1", NOW)
+    card = re.search(r'id="job-job-msg".*?</article>', html)
+    assert card is not None
+    assert '<p class="message">2 of 3 steps left</p>' in card.group(0)
+    row = re.search(r'<li class="node"[^>]*data-job-id="sub-slow".*?</li>', html)
+    assert row is not None
+    assert "waiting for the ECS server &lt;to boot&gt;" in row.group(0)
+    nodes = jobs_json(store, "p1", NOW)["jobs"][0]["nodes"]
+    assert [node["message"] for node in nodes] == [
+        "2 of 3 steps left",
+        "waiting for the ECS server <to boot>",
+    ]
+
+
 def test_page_shows_phases_progress_and_reasons(example_job: dict[str, Any]) -> None:
     """The page has a section per job, phase badges, a progress bar and the failure reasons."""
     page = render_html(_store(example_job), "p1", NOW)

@@ -103,6 +103,7 @@ def node_json(node: JobNode, now: float) -> dict[str, Any]:
         "resource_name": node.resource_name,
         "phase": node.phase,
         "reason": node.reason,
+        "message": node.message,
         "created": iso_time(seconds(node.created_ns)),
         "updated": iso_time(seconds(node.updated_ns)),
         "duration_seconds": node_duration(node, now),

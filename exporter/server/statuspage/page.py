@@ -129,6 +129,8 @@ def _node_row(node: JobNode, now: float, *, ended: bool) -> str:
     indent = min(level, MAX_INDENT)
     deep = f'<span class="deep">depth {node.depth}</span> ' if level > MAX_INDENT else ""
     reason = f'<div class="reason">{_e(node.reason)}</div>' if node.reason else ""
+    if node.message:
+        reason += f'<div class="message">{_e(node.message)}</div>'
     resource = f" · {_e(node.resource_name)}" if node.resource_name else ""
     return (
         f'<li class="node" style="margin-left:{indent * 1.1:.1f}em" '
@@ -170,12 +172,13 @@ def _poll_facts(state: JobState, now: float) -> list[str]:
 def _failure(root: JobNode, nodes: tuple[JobNode, ...]) -> str:
     steps = failed_steps(nodes) if root.phase == "Failed" else []
     reason = root.reason or next((step.reason for step in steps if step.reason), "")
+    message = f'<p class="message">{_e(root.message)}</p>' if root.message else ""
     if not steps and not reason:
-        return ""
+        return message
     named = ", ".join(_e(step.job_type or step.job_id) for step in steps[:3])
     more = f" and {len(steps) - 3} more" if len(steps) > 3 else ""
     step = f'<span class="step">Failed step: {named}{more}.</span> ' if steps else ""
-    return f'<p class="reason">{step}{_e(reason)}</p>'
+    return f'<p class="reason">{step}{_e(reason)}</p>{message}'
 
 
 def job_card(state: JobState, group: Group, now: float) -> str:
@@ -310,6 +313,7 @@ font-size:.8em;font-weight:600}
 .error{background:#fdecea;color:#8a1f11;padding:.4em .6em;border-radius:4px;
 overflow-wrap:anywhere;margin:.4em 0}
 .reason{color:#8a1f11;font-size:.9em;overflow-wrap:anywhere;margin:.3em 0}
+.message{color:#444;font-size:.9em;overflow-wrap:anywhere;margin:.3em 0}
 .step{font-weight:600}
 .tree summary{cursor:pointer;font-size:.9em;color:#3c434a}
 .tree ol{list-style:none;padding:0;margin:.3em 0 0}
