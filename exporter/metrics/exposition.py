@@ -158,10 +158,10 @@ class Renderer:
 
     def _job_part(self, states: tuple[JobState, ...], *, openmetrics: bool, gzip: bool) -> _JobPart:
         """Return the job part for these states, from the cache while they are the same."""
-        jobs = self._rendered(states)
         cached = self._parts.get((openmetrics, gzip))
         if cached is not None and _same(cached.states, states):
-            return cached
+            return cached  # nothing changed: no job is looked up again
+        jobs = self._rendered(states)
         raw: list[bytes] = []
         segments: list[bytes] = []
         for index, family in enumerate(FAMILIES):
