@@ -16,10 +16,8 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, YamlConfigSettingsSource
 
-from exporter.settings.model import AUTH_METHODS, ENV_PREFIX, SECRET_FIELDS, Settings
-
-_AUTH_SETTINGS = frozenset(name for names in AUTH_METHODS.values() for name in names)
-_METHOD_NAMES = {"token": "token", "aksk": "AK/SK", "iam": "IAM"}
+from exporter.settings.auth import AUTH_SETTINGS, auth_problems
+from exporter.settings.model import ENV_PREFIX, Settings
 
 # What Kubernetes injects into every pod for a Service named `cce-exporter` in
 # its namespace ("service links"): neither settings nor typos of settings.
@@ -109,63 +107,9 @@ def _validation_problems(exc: ValidationError, sources: _Sources) -> list[Proble
     return problems
 
 
-def _auth_problems(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
-    """Exactly one way of authenticating, each complete, each secret given once."""
-    problems = [
-        (f"{name}_file", f"set {name} or {name}_file, not both")
-        for name in sorted(SECRET_FIELDS)
-        if f"{name}_file" in SECRET_FIELDS
-        and getattr(settings, name) is not None
-        and getattr(settings, f"{name}_file") is not None
-    ]
-    used = {
-        method: [name for name in names if getattr(settings, name) is not None]
-        for method, names in AUTH_METHODS.items()
-    }
-    used = {method: names for method, names in used.items() if names}
-    if len(used) > 1:
-        found = " and ".join(f"{_METHOD_NAMES[m]} ({', '.join(n)})" for m, n in used.items())
-        first = next(iter(used.values()))[0]
-        problems.append(
-            (first, f"configure exactly one way of authenticating, not several: found {found}")
-        )
-        return problems
-    if not demo:
-        problems += _method_problems(settings, next(iter(used), None))
-    return problems
-
-
-def _method_problems(settings: Settings, method: str | None) -> list[tuple[str, str]]:
-    """List the settings missing from the way of authenticating chosen (or from any)."""
-    problems: list[tuple[str, str]] = []
-    if method is None:
-        problems.append(
-            (
-                "auth_token",
-                "no authentication configured: set access_key and secret_key (AK/SK), "
-                "iam_domain, iam_username and iam_password (IAM), or auth_token",
-            )
-        )
-    elif method == "aksk":
-        for name in ("access_key", "secret_key"):
-            if settings.secret(name) is None:
-                problems.append((name, f"AK/SK signing needs {name} (or {name}_file)"))
-    elif method == "iam":
-        for name in ("iam_domain", "iam_username"):
-            if getattr(settings, name) is None:
-                problems.append((name, f"IAM authentication needs {name}"))
-        if settings.secret("iam_password") is None:
-            problems.append(
-                ("iam_password", "IAM authentication needs iam_password (or iam_password_file)")
-            )
-        if not settings.iam_endpoint and not settings.region:
-            problems.append(("iam_endpoint", "set iam_endpoint, or region to derive it from"))
-    return problems
-
-
 def check_settings(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
     """Rules across settings, as (setting, message) pairs; empty when all hold."""
-    problems = _auth_problems(settings, demo=demo)
+    problems = auth_problems(settings, demo=demo)
     if settings.insecure_skip_verify and settings.ca_bundle is not None:
         problems.append(("ca_bundle", "has no effect with insecure_skip_verify; set one of them"))
     problems += _check_sharing(settings)
@@ -233,10 +177,10 @@ def load_settings(
             settings = None
     if settings is not None:
         reported = {problem.setting for problem in problems}
-        if reported & _AUTH_SETTINGS:
+        if reported & AUTH_SETTINGS:
             # A credential given but refused is not a missing one: the rules of
             # the ways of authenticating would judge what is left, and mislead.
-            reported |= _AUTH_SETTINGS
+            reported |= AUTH_SETTINGS
         if "region" in reported:
             reported |= {"endpoint", "iam_endpoint"}  # nor is a refused region a missing one
         problems += [
