@@ -43,6 +43,7 @@ _HELP = {
     "max_jobs": "most jobs watched at once",
     "shard_count": "number of exporters sharing the jobs",
     "shard_index": "this exporter's share, 0..shard_count-1, or auto (from the host name)",
+    "targets": "several projects, regions or accounts, a list in the --config file only",
 }
 
 
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Every setting can also be set as an environment variable CCE_EXPORTER_<NAME> "
             "or in the --config file. Secrets (auth_token, ...) have no flag: pass them "
-            "in the environment, the config file, or a <name>_file."
+            "in the environment, the config file, or a <name>_file. targets, for "
+            f"{_HELP['targets']}, has no flag or variable either (docs/configuration.md)."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -85,11 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="poll every watched job once, print the metrics, exit"
     )
     mode.add_argument("--check-config", action="store_true", help="validate the settings and exit")
+    # A list of targets is YAML's to say: the flag is there only to be refused
+    # with a message that says so (load_settings), rather than as an unknown one.
+    parser.add_argument("--targets", metavar="VALUE", default=None, help=argparse.SUPPRESS)
     settings = parser.add_argument_group("settings")
     for name, field in Settings.model_fields.items():
         # A secret has no flag (the command line is visible to every user of
         # the machine); the path of its file may have one.
-        if name in SECRET_FIELDS and not name.endswith("_file"):
+        if (name in SECRET_FIELDS and not name.endswith("_file")) or name == "targets":
             continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{_help(name)} ({_default(field.default)}env {env_name(name)})"

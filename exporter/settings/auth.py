@@ -43,8 +43,9 @@ def auth_problems(
         (f"{name}_file", f"set {name} or {name}_file, not both")
         for name in sorted(SECRET_FIELDS)
         if f"{name}_file" in SECRET_FIELDS
-        and getattr(settings, name) is not None
-        and getattr(settings, f"{name}_file") is not None
+        # getattr with a default: a target has the secrets of authentication only
+        and getattr(settings, name, None) is not None
+        and getattr(settings, f"{name}_file", None) is not None
     ]
     used = {
         method: [name for name in names if getattr(settings, name) is not None]

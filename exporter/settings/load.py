@@ -18,6 +18,7 @@ from pydantic_settings import EnvSettingsSource, YamlConfigSettingsSource
 
 from exporter.settings.auth import AUTH_SETTINGS, auth_problems
 from exporter.settings.model import ENV_PREFIX, Settings
+from exporter.settings.targets import PER_TARGET, refusal, target_problems, validation_problem
 
 # What Kubernetes injects into every pod for a Service named `cce-exporter` in
 # its namespace ("service links"): neither settings nor typos of settings.
@@ -93,27 +94,71 @@ def _read_config_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
     return dict(data), []
 
 
-def _validation_problems(exc: ValidationError, sources: _Sources) -> list[Problem]:
+def _validation_problems(
+    exc: ValidationError, sources: _Sources, raw_targets: object
+) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = error["loc"]
         name = str(loc[0]) if loc else "settings"
+        source = sources.source_of(name)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
         elif error["type"] == "finite_number":
             message = "must be a finite number, not inf or nan"
-        problems.append(Problem(name, sources.source_of(name), message))
+        if name == "targets":  # name the target and its setting
+            name, message = validation_problem(loc, error["type"], message, raw_targets)
+        problems.append(Problem(name, source, message))
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """The settings that did not validate: top-level names, and each target's by index."""
+
+    names: frozenset[str]
+    in_targets: Mapping[int, frozenset[str]]  # `*` when the whole target is refused
+
+    @classmethod
+    def of(cls, exc: ValidationError | None) -> "_Refused":
+        names: set[str] = set()
+        in_targets: dict[int, set[str]] = {}
+        for error in exc.errors() if exc is not None else ():
+            loc = error["loc"]
+            if len(loc) >= 2 and loc[0] == "targets" and isinstance(loc[1], int):
+                in_targets.setdefault(loc[1], set()).add(str(loc[2]) if len(loc) > 2 else "*")
+            elif loc:
+                names.add(str(loc[0]))
+        return cls(frozenset(names), {i: frozenset(n) for i, n in in_targets.items()})
+
+    def left(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the values without those refused, to check the rules across what is left.
+
+        A target keeps its place (an empty one stands for a target refused as a
+        whole), so that later problems name it by the same index.
+        """
+        kept = {k: v for k, v in raw.items() if k not in self.names}
+        if "targets" in self.names:
+            kept["targets"] = ()  # still several targets, all refused: no implicit one
+        elif self.in_targets and isinstance(raw.get("targets"), list):
+            kept["targets"] = [
+                {}
+                if "*" in (bad := self.in_targets.get(index, frozenset()))
+                else {k: v for k, v in target.items() if str(k) not in bad}
+                for index, target in enumerate(raw["targets"])
+            ]
+        return kept
 
 
 def check_settings(settings: Settings, *, demo: bool) -> list[tuple[str, str]]:
     """Rules across settings, as (setting, message) pairs; empty when all hold."""
-    problems = auth_problems(settings, demo=demo)
+    several = settings.targets is not None  # each target has its own rules: targets.py
+    problems = auth_problems(settings, demo=demo, shared=several)
     if settings.insecure_skip_verify and settings.ca_bundle is not None:
         problems.append(("ca_bundle", "has no effect with insecure_skip_verify; set one of them"))
     problems += _check_sharing(settings)
-    if demo:
+    if demo or several:
         return problems
     if not settings.project_id:
         problems.append(("project_id", "required: the project whose jobs are watched"))
@@ -137,6 +182,25 @@ def _check_sharing(settings: Settings) -> list[tuple[str, str]]:
     return problems
 
 
+def _targets_outside_the_file(
+    flags: Mapping[str, Any], env_values: Mapping[str, Any]
+) -> list[Problem]:
+    """Refuse `targets` from a flag or the environment: a list of mappings is YAML's to say."""
+    message = (
+        "set only in the YAML file given by --config: a list of targets has no flag "
+        "or environment variable form"
+    )
+    given = [
+        (values, source)
+        for values, source in (
+            (env_values, f"environment variable {env_name('targets')}"),
+            (flags, "flag --targets"),
+        )
+        if "targets" in values
+    ]
+    return [Problem("targets", source, message) for _, source in given]
+
+
 def load_settings(
     flags: Mapping[str, Any], config_file: Path | None = None, *, demo: bool = False
 ) -> Settings:
@@ -152,6 +216,9 @@ def load_settings(
         if problems:
             raise ConfigError(problems)
     env_values = EnvSettingsSource(Settings)()
+    problems += _targets_outside_the_file(flags, env_values)
+    flags = {name: value for name, value in flags.items() if name != "targets"}
+    env_values = {name: value for name, value in env_values.items() if name != "targets"}
     sources = _Sources(flags, frozenset(env_values), config_file, frozenset(file_values))
     for key in sorted(os.environ):
         name = key[len(ENV_PREFIX) :].lower()
@@ -163,16 +230,22 @@ def load_settings(
             problems.append(Problem(name, f"environment variable {key}", "unknown setting"))
 
     raw = {**file_values, **env_values, **flags}
+    if "targets" in raw:  # one way to say a thing: what a target says is said in the targets
+        if raw["targets"] is None:  # `targets:` with every entry commented out
+            raw["targets"] = ()
+        problems += [Problem(n, sources.source_of(n), refusal(n)) for n in PER_TARGET if n in raw]
+        raw = {name: value for name, value in raw.items() if name not in PER_TARGET}
     settings: Settings | None
+    refused = _Refused.of(None)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems += _validation_problems(exc, sources)
+        refused = _Refused.of(exc)
+        problems += _validation_problems(exc, sources, raw.get("targets"))
         # Check the rules across settings on what did validate, so that one run
         # reports every problem.
-        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
         try:
-            settings = Settings.model_validate({k: v for k, v in raw.items() if k not in bad})
+            settings = Settings.model_validate(refused.left(raw))
         except ValidationError:
             settings = None
     if settings is not None:
@@ -186,6 +259,16 @@ def load_settings(
         problems += [
             Problem(name, sources.source_of(name), message)
             for name, message in check_settings(settings, demo=demo)
+            if name not in reported
+        ]
+        problems += [
+            Problem(name, sources.source_of("targets"), message)
+            for name, message in target_problems(
+                settings,
+                demo=demo,
+                reported=refused.in_targets,
+                top_auth_refused=bool(refused.names & AUTH_SETTINGS),
+            )
             if name not in reported
         ]
     if problems:

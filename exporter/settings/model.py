@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
@@ -27,6 +27,9 @@ from exporter.jobs.ids import check_id
 from exporter.server.webconfig.format import load_web_config
 from exporter.settings.secrets import Secret, SecretFile, has_control_character
 from exporter.watch.sharding import index_from_hostname
+
+if TYPE_CHECKING:  # exporter.settings.targets builds on Settings, and completes its `targets`
+    from exporter.settings.targets import TargetSettings
 
 ENV_PREFIX = "CCE_EXPORTER_"
 # Regions served from Huawei Cloud's European domain, myhuaweicloud.eu (Dublin);
@@ -126,6 +129,9 @@ class Settings(BaseSettings):
     max_jobs: int = Field(default=10000, ge=1)
     shard_count: int = Field(default=1, ge=1, le=10000)
     shard_index: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+
+    # Many targets, in the YAML file only: exporter.settings.targets.
+    targets: Annotated[tuple["TargetSettings", ...] | None, NoDecode] = None
 
     @field_validator("region")
     @classmethod
