@@ -341,6 +341,77 @@ async def test_a_ca_bundle_without_certificates_is_refused(tmp_path: Any) -> Non
     assert "holds no PEM certificate" in err
 
 
+async def test_check_config_names_the_target_of_each_problem(tmp_path: Path) -> None:
+    """--check-config prints one line per problem, naming target and setting, and exits 2."""
+    token = tmp_path / "token"
+    token.write_text("TARGET-SECRET-TOKEN\n")
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        "access_key: AK-SECRET-VALUE\n"
+        "secret_key: SK-SECRET-VALUE\n"
+        "project_id: top-level\n"
+        "targets:\n"
+        "  - {name: eu-west, region: eu-west-101, project_id: p1}\n"
+        f"  - {{name: cn-north, project_id: p1, auth_token_file: {token}}}\n"
+        "  - {name: eu-west, region: cn-east-3, project_id: p2, poll_interval: 5}\n"
+        '  - {name: ap, region: ap-southeast-1, project_id: p3, auth_token: "two\\nlines"}\n'
+    )
+    code, out, err = await _run("--check-config", "--config", str(config))
+    assert code == 2
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    prefix = "cce-job-exporter: configuration error: "
+    assert all(line.startswith(prefix) for line in lines)
+    where = f"(config file {config})"
+    assert [line.removeprefix(prefix).split(": ", 1)[0] for line in lines] == [
+        f"project_id {where}",
+        f"targets[2] (eu-west).poll_interval {where}",
+        f"targets[3] (ap).auth_token {where}",
+        f"targets[1] (cn-north).project_id {where}",
+        f"targets[1] (cn-north).endpoint {where}",
+        f"targets[2] (eu-west).name {where}",
+    ]
+    assert "SECRET" not in err
+    assert "two" not in err
+
+
+async def test_check_config_accepts_good_targets(tmp_path: Path) -> None:
+    """Three targets (inherited AK/SK, own token, own rate limit) pass --check-config."""
+    token = tmp_path / "token"
+    token.write_text("TARGET-SECRET-TOKEN\n")
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        "access_key: AK-SECRET-VALUE\n"
+        "secret_key: SK-SECRET-VALUE\n"
+        "targets:\n"
+        "  - {name: eu-west, region: eu-west-101, project_id: p1, discover: true}\n"
+        f"  - {{name: cn-north, region: cn-north-4, project_id: p2, auth_token_file: {token}}}\n"
+        "  - {name: ap, region: ap-southeast-1, project_id: p3, rate_limit: 5}\n"
+    )
+    code, out, err = await _run("--check-config", "--config", str(config))
+    assert (code, out.strip(), err) == (0, "configuration OK", "")
+
+
+async def test_targets_is_refused_as_a_flag_or_variable() -> None:
+    """--targets and CCE_EXPORTER_TARGETS each say that targets belongs in the YAML file."""
+    code, out, err = await _run(
+        "--check-config", "--region", "cn-north-4", "--project-id", PROJECT_ID,
+        "--targets", "[{name: a}]",
+        env=_env(CCE_EXPORTER_AUTH_TOKEN="t", CCE_EXPORTER_TARGETS="[{not json"),
+    )  # fmt: skip
+    assert (code, out) == (2, "")
+    message = (
+        "set only in the YAML file given by --config: a list of targets has no flag "
+        "or environment variable form"
+    )
+    assert err.strip().splitlines() == [
+        "cce-job-exporter: configuration error: targets (environment variable "
+        f"CCE_EXPORTER_TARGETS): {message}",
+        f"cce-job-exporter: configuration error: targets (flag --targets): {message}",
+    ]
+
+
 async def _wait_log(log: Path, text: str, count: int) -> str:
     """Wait until the log holds `text` at least `count` times; return the log."""
     deadline = time.monotonic() + 20
