@@ -21,6 +21,7 @@ _HELP = {
     "region": "region name, e.g. cn-north-4; the endpoints are derived from it",
     "project_id": "project whose jobs are watched",
     "job_ids": "comma-separated job IDs to watch",
+    "targets": "several projects, regions or accounts, a list in the --config file only",
     "poll_interval": "seconds between polls of a job that is not finished",
     "poll_concurrency": "most API requests in flight at once",
     "request_timeout": "seconds for one API request",
@@ -43,7 +44,6 @@ _HELP = {
     "max_jobs": "most jobs watched at once",
     "shard_count": "number of exporters sharing the jobs",
     "shard_index": "this exporter's share, 0..shard_count-1, or auto (from the host name)",
-    "targets": "several projects, regions or accounts, a list in the --config file only",
 }
 
 

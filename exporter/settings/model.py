@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     region: str | None = None
     project_id: str | None = None
     job_ids: IdList = ()
+    # Many targets, in the YAML file only: exporter.settings.targets.
+    targets: Annotated[tuple["TargetSettings", ...] | None, NoDecode] = None
 
     auth_token: Secret = None
     auth_token_file: SecretFile = None
@@ -129,9 +131,6 @@ class Settings(BaseSettings):
     max_jobs: int = Field(default=10000, ge=1)
     shard_count: int = Field(default=1, ge=1, le=10000)
     shard_index: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
-
-    # Many targets, in the YAML file only: exporter.settings.targets.
-    targets: Annotated[tuple["TargetSettings", ...] | None, NoDecode] = None
 
     @field_validator("region")
     @classmethod
