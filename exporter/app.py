@@ -7,6 +7,7 @@ import re
 import signal
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
+from exporter.metrics.history import JobHistory
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server import adminapi
 from exporter.server.connections import ConnectionGuard, GuardedSite, Limits
@@ -157,6 +159,12 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
         )
         store = JobStore()
         project_id = settings.project_id or ""
+        history = JobHistory(
+            instruments.registry,
+            project_id,
+            started=time.time(),
+            retention=settings.finished_retention,
+        )
         scheduler = Scheduler(
             client,
             store,
@@ -168,6 +176,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 finished_retention=settings.finished_retention,
                 jitter=min(1.0, settings.poll_interval / 10),
             ),
+            history=history,
         )
         watchlist = WatchList(scheduler, instruments, shard=shard, max_jobs=settings.max_jobs)
         watchlist.add(Route.SETTINGS, settings.job_ids)
