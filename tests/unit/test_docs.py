@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.jobs.clusters import EMPTY_DIRECTORY
+from exporter.metrics.cce_cluster import ClusterCollector
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.cce_job import FAMILIES
 from exporter.metrics.history import JobHistory
@@ -47,6 +49,7 @@ def _served_metrics() -> list[str]:
     """The exposed names of every cce_ metric the exporter serves."""
     instruments = Instruments()
     JobHistory(instruments.registry, "p", started=0.0, retention=0.0)
+    instruments.registry.register(ClusterCollector("p", lambda: EMPTY_DIRECTORY))
     registry_names = [
         metric.name + ("_total" if metric.type == "counter" else "")
         for metric in instruments.registry.collect()
