@@ -1,6 +1,7 @@
 """The history counters and histogram against a stand-in API whose jobs run and end."""
 
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from exporter.server.endpoints import WebContext, create_app
 from exporter.watch.discovery import Discovery, DiscoverySettings
 from exporter.watch.watchlist import Route, WatchList
 from tests.conftest import labels, parse_series
+from tests.standins import scenario
 from tests.standins.cce import PROJECT_ID, TOKEN, FakeCCE
 from tests.standins.clocks import Clock, Sleeps
 from tests.standins.lifecycle import Lifecycle
@@ -307,3 +309,53 @@ async def test_exemplar_in_openmetrics_only(rig: Rig, aiohttp_client: Any) -> No
     series = parse_series(text)
     ok = labels(project_id=PROJECT_ID, cluster_id="c-1", job_type="CreateNode", phase="Success")
     assert series[("cce_jobs_finished_total", ok)] == 1.0
+
+
+async def test_the_system_scenario_moves_its_jobs_to_an_end_the_history_counts(
+    aiohttp_server: AiohttpServer, instruments: Instruments
+) -> None:
+    """The scenario's moving jobs answer Running, then end; the history counts both, once."""
+    api = scenario.scenario_api()
+    server = await aiohttp_server(api.app())
+    clock = Clock(time.time())
+    store = JobStore()
+    history = JobHistory(
+        instruments.registry, PROJECT_ID, started=clock(), retention=RETENTION, clock=clock
+    )
+    async with aiohttp.ClientSession() as session:
+        client = CCEClient(
+            session, str(server.make_url("")), TokenAuth(SecretStr(TOKEN)), instruments, timeout=5
+        )
+        settings = PollSettings(
+            PROJECT_ID, poll_interval=1, poll_concurrency=2, finished_retention=60
+        )
+        scheduler = Scheduler(
+            client, store, instruments, settings, clock=clock, monotonic=clock, history=history
+        )
+        scheduler.watch(scenario.MOVING_JOBS)
+        phases = []
+        for _ in range(3):
+            await scheduler.poll_due(jitter=False)
+            phases.append({s.job_id: s.tree.root.phase for s in store if s.tree is not None})
+            clock.now += 1
+        await scheduler.stop()
+    ok, failed = scenario.SUCCEEDING_JOB, scenario.FAILING_STEPS_JOB
+    assert phases[0] == {ok: "Running", failed: "Running"}
+    assert phases[1] == phases[2] == {ok: "Success", failed: "Failed"}
+    value = instruments.registry.get_sample_value
+    finished = "cce_jobs_finished_total"
+    p = PROJECT_ID
+    ok_labels = {"job_type": "CreateNode", "phase": "Success", "cluster_id": scenario.CLUSTER_A}
+    failed_labels = {"job_type": "ScaleupCluster", "phase": "Failed"}
+    assert value(finished, {"project_id": p, **ok_labels}) == 1.0
+    assert (
+        value(finished, {"project_id": p, **failed_labels, "cluster_id": scenario.CLUSTER_B}) == 1.0
+    )
+    subjobs = "cce_subjobs_failed_total"
+    for step, count in (("CreateServer", None), ("InstallNode", 1.0), ("InstallAddons", 1.0)):
+        labels_ = {"project_id": p, "job_type": "ScaleupCluster", "subjob_type": step}
+        assert value(subjobs, labels_) == count
+    # It had run for MOVING_AGE seconds when the scenario began: minutes, in the histogram.
+    duration = value("cce_job_completion_duration_seconds_sum", {"project_id": p, **failed_labels})
+    assert duration is not None
+    assert scenario.MOVING_AGE <= duration < scenario.MOVING_AGE + 120
