@@ -99,6 +99,11 @@ class JobHistory:
             registry=registry,
         )
 
+    @property
+    def remembered(self) -> int:
+        """How many job IDs are remembered as counted."""
+        return len(self._counted)
+
     def observe(self, before: JobState | None, after: JobState | None) -> None:
         """Take note of one watched job's change of state (None: not watched)."""
         if after is None or after.tree is None or (before is not None and before.finished):
