@@ -1,4 +1,4 @@
-"""The CCE API client: jobs, the job list and the cluster lists, retried, rate-limited and gated."""
+"""The CCE API client: job reads and the job list, retried, rate-limited and gated."""
 
 import asyncio
 import logging
