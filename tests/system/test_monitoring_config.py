@@ -283,7 +283,16 @@ def test_dashboard_is_current_and_uses_its_variables() -> None:
     assert variables["datasource"]["query"] == "prometheus"
     for name in ("project_id", "cluster_id", "job_type"):
         assert variables[name]["datasource"] == DATASOURCE
+    for name in ("project_id", "job_type"):
         assert variables[name]["definition"].startswith("label_values(")
+    # The cluster picker shows names: the value is the ID, the text the name.
+    cluster = variables["cluster_id"]
+    assert cluster["definition"].startswith("query_result(")
+    assert cluster["query"]["query"] == cluster["definition"]
+    assert "cce_cluster_info" in cluster["definition"]
+    assert "(?<value>" in cluster["regex"]
+    assert "(?<text>" in cluster["regex"]
+    assert variables["exporter_url"]["type"] == "textbox"
     ids = [panel["id"] for panel in _panels(dashboard)]
     assert len(ids) == len(set(ids))
     targets = 0
@@ -324,6 +333,82 @@ def test_dashboard_has_the_panels_a_reader_needs() -> None:
     table = next(p for p in _panels(dashboard) if p["type"] == "table")
     renamed = set(table["transformations"][1]["options"]["renameByName"].values())
     assert {"Type", "Cluster", "Resource", "Phase", "Progress", "Duration", "Reason"} <= renamed
+    # The table's Cluster column is the cluster's name.
+    assert table["transformations"][1]["options"]["renameByName"]["cluster_name"] == "Cluster"
+
+
+def _recorded() -> set[str]:
+    groups = yaml.safe_load((CONFIG / "alerts.yml").read_text())["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+
+
+def test_dashboard_has_the_trends_and_the_clusters() -> None:
+    """A trends row over 30 days read from recording rules, and the clusters' names and phases."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    rows = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
+    assert "Clusters" in rows
+    trends = next(title for title in rows if title.startswith("Trends"))
+    panels = dashboard["panels"]
+    start = next(i for i, p in enumerate(panels) if p.get("title") == trends)
+    end = next((i for i, p in enumerate(panels) if i > start and p["type"] == "row"), len(panels))
+    row = panels[start + 1 : end]
+    exprs = " ".join(t["expr"] for p in row for t in p["targets"])
+    for rule in (
+        "cce:jobs_finished:increase1d",
+        "cce:job_completion_duration_seconds:quantile1d",
+        "cce:subjobs_failed:increase1d",
+    ):
+        assert rule in exprs, rule
+    # Trends read recorded series only: no raw history counter over days.
+    for raw in ("cce_jobs_finished_total", "cce_subjobs_failed_total", "_bucket"):
+        assert raw not in exprs, raw
+    assert 'quantile="0.5"' in exprs
+    assert 'quantile="0.95"' in exprs
+    for panel in row:
+        if panel["type"] == "timeseries":
+            assert panel["timeFrom"] == "30d", panel["title"]
+            assert panel["interval"] == "1d", panel["title"]
+    # Every recording rule the dashboard reads is one that alerts.yml records.
+    every = " ".join(t["expr"] for p in _panels(dashboard) for t in p.get("targets", []))
+    assert set(re.findall(r"cce:[a-z0-9_:]+", every)) <= _recorded()
+    # The clusters: names joined from cce_cluster_info, and the phase over time.
+    clusters = [
+        p for p in _panels(dashboard) if "cce_cluster_status_phase" in str(p.get("targets"))
+    ]
+    assert {p["type"] for p in clusters} >= {"table", "state-timeline"}
+    for panel in clusters:
+        assert "cce_cluster_info" in str(panel["targets"]), panel["title"]
+
+
+def _links(panel: dict[str, Any]) -> list[str]:
+    found = [link["url"] for link in panel["fieldConfig"]["defaults"].get("links", [])]
+    for override in panel["fieldConfig"]["overrides"]:
+        for prop in override["properties"]:
+            if prop["id"] == "links":
+                found += [link["url"] for link in prop["value"]]
+    return found
+
+
+def test_dashboard_links_jobs_and_clusters_to_the_status_page() -> None:
+    """Job rows, job series and clusters link to the exporter's /jobs page with its filters."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    by_title = {(panel["type"], panel["title"]): panel for panel in _panels(dashboard)}
+    table = _links(by_title["table", "Watched jobs"])
+    assert "${exporter_url}/jobs?q=${__value.raw}" in table
+    assert "${exporter_url}/jobs?type=${__value.raw}" in table
+    assert "${exporter_url}/jobs?cluster=${__data.fields.cluster_id}" in table
+    clusters = _links(by_title["table", "Clusters"])
+    assert "${exporter_url}/jobs?cluster=${__data.fields.cluster_id}" in clusters
+    for kind, title in (
+        ("state-timeline", "Phase of each watched job over time"),
+        ("bargauge", "Sub-job progress of each watched job"),
+    ):
+        assert "${exporter_url}/jobs?q=${__field.labels.job_id}" in _links(by_title[kind, title])
+    # The parameters are the status page's own filters.
+    from exporter.server.statuspage.model import Filters  # noqa: PLC0415 - the page's reader
+
+    filters = Filters.from_query({"q": ["j"], "type": ["t"], "cluster": ["c"]})
+    assert (filters.q, filters.type, filters.cluster) == ("j", ("t",), ("c",))
 
 
 def _hadolint() -> str:

@@ -10,8 +10,10 @@ shipped routing tree to a webhook served by the test.
 What the test changes in the shipped files, and only that:
 - intervals: scrape and evaluation every second instead of 30 s;
 - the rules' `for:` durations become 1 s, so that alerts fire in seconds
-  instead of minutes, but CCEExporterDown's 20 s (EXPORTER_DOWN_FOR);
-  every expression, label and annotation is the shipped one;
+  instead of minutes, but CCEExporterDown's 20 s (EXPORTER_DOWN_FOR); the
+  groups' own evaluation intervals go (the recording rules' 1 min becomes
+  the 1 s of every group); every expression, label and annotation is the
+  shipped one;
 - targets and addresses: loopback, on free ports;
 - Alertmanager's group_wait and group_interval become 1 s, and its receivers'
   URLs the test's webhook.
@@ -56,6 +58,14 @@ DEADLINE = 90.0
 EXPORTER_DOWN_FOR = "20s"
 # Queries that have data only with IAM authentication (the stand-in uses a token).
 IAM_ONLY = ("cce_exporter_token_expiry_timestamp_seconds",)
+# What has data last: a rate (two scrapes that saw a counter move), and the
+# recording rules of the trends (a watched job that ended, then an evaluation).
+SLOWEST = (
+    "rate(cce_exporter_api_requests_total[15s]) > 0",
+    "cce:jobs_finished:increase1d",
+    "cce:subjobs_failed:increase1d",
+    "cce:job_completion_duration_seconds:quantile1d",
+)
 
 
 @dataclass
@@ -70,9 +80,10 @@ class Stack:
 
 
 def _shortened_rules(target: Path) -> None:
-    """Copy the shipped rules with every `for:` at 1 s (one at 20 s); nothing else changes."""
+    """Copy the shipped rules with every `for:` at 1 s (one at 20 s), evaluated every second."""
     rules = yaml.safe_load((CONFIG / "alerts.yml").read_text())
     for group in rules["groups"]:
+        group.pop("interval", None)
         for rule in group["rules"]:
             if "alert" in rule:
                 rule["for"] = EXPORTER_DOWN_FOR if rule["alert"] == "CCEExporterDown" else "1s"
@@ -344,14 +355,48 @@ def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _variable_values(stack: Stack, definition: str, chosen: dict[str, str]) -> list[str]:
-    """Run a `label_values(selector, label)` variable query as Grafana would."""
+def _variable_values(variable: dict[str, Any], stack: Stack, chosen: dict[str, str]) -> list[str]:
+    """Run a variable's query as Grafana would; return the values (not the texts) it offers."""
+    return sorted(value for value, _ in _variable_options(variable, stack, chosen))
+
+
+def _variable_options(
+    variable: dict[str, Any], stack: Stack, chosen: dict[str, str]
+) -> list[tuple[str, str]]:
+    """A variable's options as (value, text), from its query as Grafana runs it.
+
+    `label_values(selector, label)`, or `query_result(expr)` whose lines Grafana
+    matches with the variable's regex (named groups `value` and `text`; either
+    stands in for the other).
+    """
+    definition = variable["definition"]
     match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", definition)
+    if match:
+        selector, label = match.groups()
+        answer = query(stack, f"group by ({label}) ({_fill(selector, chosen)})")
+        assert answer["status"] == "success", (definition, answer)
+        values = {series["metric"].get(label, "") for series in answer["data"]["result"]}
+        return [(value, value) for value in values]
+    match = re.fullmatch(r"query_result\((.*)\)", definition, flags=re.DOTALL)
     assert match, definition
-    selector, label = match.groups()
-    answer = query(stack, f"group by ({label}) ({_fill(selector, chosen)})")
+    answer = query(stack, _fill(match.group(1), chosen))
     assert answer["status"] == "success", (definition, answer)
-    return sorted(series["metric"].get(label, "") for series in answer["data"]["result"])
+    # Grafana's line for each series: name{label="value",...} value timestamp-in-ms,
+    # the labels in the order Prometheus gives them (sorted).
+    pattern = re.compile(variable["regex"].strip("/").replace("(?<", "(?P<"))
+    options: dict[str, str] = {}
+    for series in answer["data"]["result"]:
+        metric = dict(series["metric"])
+        labels = ",".join(f'{k}="{v}"' for k, v in metric.items() if k != "__name__")
+        timestamp, value = series["value"]
+        line = f"{metric.get('__name__', '')}{{{labels}}} {value} {round(timestamp * 1000)}"
+        found = pattern.search(line)
+        if found:
+            groups = {k: v for k, v in found.groupdict().items() if v}
+            value_of = groups.get("value", groups.get("text"))
+            if value_of is not None:
+                options.setdefault(value_of, groups.get("text", value_of))
+    return list(options.items())
 
 
 def _grafana_escape(value: str) -> str:
@@ -378,22 +423,21 @@ def test_every_dashboard_query_answers_with_data(stack: Stack) -> None:
     for variable in dashboard["templating"]["list"]:
         if variable["type"] != "query":
             continue
-        values = _variable_values(stack, variable["definition"], chosen)
+        values = _variable_values(variable, stack, chosen)
         while not values and time.monotonic() < deadline:
             time.sleep(0.5)
-            values = _variable_values(stack, variable["definition"], chosen)
+            values = _variable_values(variable, stack, chosen)
         assert values, variable["name"]
         chosen[variable["name"]] = "(" + "|".join(_grafana_escape(v) for v in values) + ")"
     assert PROJECT_ID in chosen["project_id"]
     assert scenario.CLUSTER_A in chosen["cluster_id"]
     assert "CreateCluster" in chosen["job_type"]
 
-    # Rates need a few scrapes: wait until the slowest kind of query has data.
-    while (
-        not query(stack, "rate(cce_exporter_api_requests_total[15s]) > 0")["data"]["result"]
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.5)
+    # Rates need a few scrapes, the trends a job that ended and the recording
+    # rules' next evaluation: wait until the slowest kinds of query have data.
+    for slowest in SLOWEST:
+        while not query(stack, slowest)["data"]["result"] and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     checked = 0
     for panel in _panels(dashboard):
@@ -499,3 +543,48 @@ def test_example_queries_answer(stack: Stack) -> None:
                 break
             time.sleep(1)
         assert answer["data"]["result"], expr
+
+
+def _link_urls(panel: dict[str, Any]) -> dict[str, str]:
+    """The data links of a table's columns, by column."""
+    urls = {}
+    for override in panel["fieldConfig"]["overrides"]:
+        for prop in override["properties"]:
+            if prop["id"] == "links":
+                urls[override["matcher"]["options"]] = prop["value"][0]["url"]
+    return urls
+
+
+def _status_page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback only
+        assert response.status == 200
+        body: str = response.read().decode()
+    return body
+
+
+@pytest.mark.usefixtures("scraped")
+def test_dashboard_links_open_the_job_and_its_cluster_on_the_status_page(stack: Stack) -> None:
+    """The job table's links, filled in as Grafana does, open /jobs on that job and cluster."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    table = next(p for p in _panels(dashboard) if p["type"] == "table")
+    urls = _link_urls(table)
+
+    def fill(url: str, value: str) -> str:
+        url = url.replace("${exporter_url}", stack.exporter_url)
+        fields = {"${__value.raw}": value, "${__data.fields.cluster_id}": scenario.CLUSTER_A}
+        for name, text in fields.items():
+            url = url.replace(name, urllib.parse.quote(text, safe=""))
+        assert "$" not in url, url
+        return url
+
+    job = _status_page(fill(urls["Job"], scenario.FAILED_JOB))
+    assert scenario.FAILED_JOB in job
+    assert scenario.STUCK_JOB not in job
+    # The failed job's cluster (A) holds it and the finished one, not the stuck job (B).
+    cluster = _status_page(fill(urls["Cluster"], scenario.CLUSTER_A))
+    assert scenario.FAILED_JOB in cluster
+    assert scenario.DONE_JOB in cluster
+    assert scenario.STUCK_JOB not in cluster
+    kind = _status_page(fill(urls["Type"], "CreateNode"))
+    assert scenario.STUCK_JOB in kind
+    assert scenario.FAILED_JOB not in kind
