@@ -7,6 +7,7 @@ import re
 import signal
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,10 @@ from exporter.cce.client import CCEClient
 from exporter.cce.ratelimit import RateLimiter
 from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
+from exporter.metrics.cce_cluster import ClusterCollector
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
+from exporter.metrics.history import JobHistory
 from exporter.scheduler import PollSettings, Scheduler
 from exporter.server import adminapi
 from exporter.server.connections import ConnectionGuard, GuardedSite, Limits
@@ -32,6 +35,7 @@ from exporter.server.webconfig.format import WebConfigError
 from exporter.server.webconfig.live import LiveWebConfig, secure
 from exporter.settings.load import ConfigError, Problem
 from exporter.settings.model import Settings, split_host_port
+from exporter.watch.clusters import ClusterRefresher, ClusterRefreshSettings
 from exporter.watch.discovery import Discovery, DiscoverySettings
 from exporter.watch.jobsfile import JobsFile
 from exporter.watch.sharding import Shard
@@ -63,6 +67,7 @@ class Exporter:
     watchlist: WatchList
     jobs_file: JobsFile | None = None
     discovery: Discovery | None = None
+    clusters: ClusterRefresher | None = None
     started: _Latch = field(default_factory=_Latch, repr=False)
 
     def ready(self) -> bool:
@@ -84,6 +89,8 @@ class Exporter:
             loops.append(self.jobs_file.run())
         if self.discovery is not None:
             loops.append(self.discovery.run())
+        if self.clusters is not None:
+            loops.append(self.clusters.run())
         return loops
 
 
@@ -157,6 +164,12 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
         )
         store = JobStore()
         project_id = settings.project_id or ""
+        history = JobHistory(
+            instruments.registry,
+            project_id,
+            started=time.time(),
+            retention=settings.finished_retention,
+        )
         scheduler = Scheduler(
             client,
             store,
@@ -168,6 +181,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 finished_retention=settings.finished_retention,
                 jitter=min(1.0, settings.poll_interval / 10),
             ),
+            history=history,
         )
         watchlist = WatchList(scheduler, instruments, shard=shard, max_jobs=settings.max_jobs)
         watchlist.add(Route.SETTINGS, settings.job_ids)
@@ -190,6 +204,12 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                     finished_retention=settings.finished_retention,
                 ),
             )
+        clusters = ClusterRefresher(
+            client,
+            instruments,
+            ClusterRefreshSettings(project_id, interval=settings.cluster_refresh_interval),
+        )
+        instruments.registry.register(ClusterCollector(project_id, lambda: clusters.directory))
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
         try:
             yield Exporter(
@@ -201,6 +221,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 watchlist,
                 jobs_file,
                 discovery,
+                clusters=clusters,
             )
         finally:
             await scheduler.stop()
@@ -220,6 +241,8 @@ async def run_once(settings: Settings) -> int:
                 hint="set job_ids, job_ids_file or discover to choose the jobs to poll",
             )
         await ex.scheduler.poll_due(jitter=False)
+        if ex.clusters is not None:  # names and phases: they do not decide the exit status
+            await ex.clusters.refresh()
         sys.stdout.buffer.write(ex.renderer.render(ex.store))
         sys.stdout.flush()
         return 0 if listed and all(state.last_ok for state in ex.store) else 1

@@ -28,6 +28,7 @@ from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import JobTree
 from exporter.logs import crash, event
 from exporter.metrics.cce_exporter import Instruments
+from exporter.metrics.history import JobHistory
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,10 @@ class Scheduler:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        history: JobHistory | None = None,
     ) -> None:
         self._reader = reader
+        self._history = history  # told of every change of state: it counts the jobs that end
         self._store = store
         self._instruments = instruments
         self._settings = settings
@@ -418,7 +421,9 @@ class Scheduler:
             event(log, logging.DEBUG, "job_poll_failed", job_id=job_id, error=exc.kind.value)
 
     def _tally(self, before: JobState | None, after: JobState | None) -> None:
-        """Keep cce_exporter_watched_jobs up to date as one job's state changes."""
+        """Keep cce_exporter_watched_jobs and the history up to date as one job's state changes."""
+        if self._history is not None:
+            self._history.observe(before, after)
         for state, change in ((before, -1), (after, 1)):
             if state is not None:
                 self._watched["finished" if state.finished else "active"].inc(change)
