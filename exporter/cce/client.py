@@ -25,6 +25,7 @@ from exporter.cce.transport import (
     error_detail,
     kind_for_status,
     parse_retry_after,
+    refusal_detail,
 )
 from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.decode import body_text, loads
@@ -213,7 +214,7 @@ class CCEClient:
     ) -> None:
         """Tell the gate (and, on 401, the authenticator) how the request went."""
         renewed = status == 401 and self._auth.refused(sent)
-        detail = error_detail(body) if status in (401, 403) else ""
+        detail = refusal_detail(body) if status in (401, 403) else ""
         kind = failed
         if kind is None and status is not None and not 200 <= status < 300:
             kind = kind_for_status(status)

@@ -33,6 +33,20 @@ ACCEPT_ENCODING = "gzip, deflate"
 _STEP_BYTES = 64 * 1024
 USER_AGENT = f"cce-job-exporter/{__version__}"
 _DETAIL_CHARS = 200
+# The keys an error body names its code and message with, in the order the
+# official SDK tries them; then any message key alone (a Kubernetes-style
+# `reason`, say).
+_ERROR_PAIRS = (
+    ("error_code", ("error_msg",)),
+    ("errorCode", ("errorMessage", "errorMsg")),
+    ("code", ("message",)),
+)
+_MESSAGE_KEYS = ("error_msg", "errorMessage", "errorMsg", "message", "reason")
+# How deep, and into how many objects, an error body is searched for its code.
+_MAX_ERROR_DEPTH = 2
+_MAX_ERROR_SECTIONS = 8
+_ENCODED = "encoded_authorization_message"
+MAX_ENCODED_AUTHORIZATION_CHARS = 8192
 
 _BY_STATUS = {
     401: ErrorKind.UNAUTHORIZED,
@@ -52,34 +66,88 @@ def kind_for_status(status: int, *, not_found: ErrorKind = ErrorKind.NOT_FOUND) 
 
 
 def error_detail(body: bytes) -> str:
-    """Say what an error body says, whichever layer of which API wrote it.
+    """Say what an error body says, whichever layer of which API wrote it, as the SDK reads it.
 
-    CCE writes `errorCode`/`errorMessage`, the API gateway `error_code`/
-    `error_msg`, Kubernetes-style layers `code`/`message`/`reason`, and IAM
-    nests its `code`/`message` in `error`. A body that says none of these is
-    described by its shape, never quoted whole.
+    The code and its message come from the first pair of keys present, in the
+    order of the official SDK: the API gateway's `error_code`/`error_msg`,
+    then CCE's `errorCode`/`errorMessage` (or `errorMsg`), then `code`/
+    `message`, then the same pairs in a nested object (IAM's `{"error":
+    {...}}`). A body may carry two codes at once (`error_code` beside
+    `errorCode`): the first pair's is the one the SDK and the console report.
+    A body that says none of these is described by its shape, never quoted whole.
     """
     try:
         data: Any = loads(body)
     except (ValueError, RecursionError):
         text = " ".join(body[:_DETAIL_CHARS].decode("utf-8", "replace").split())
         return f"non-JSON body: {text!r}" if text else "empty body"
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        data = data["error"]
     if not isinstance(data, dict):
         return f"unexpected body: a JSON {type(data).__name__}"
-    code = data.get("errorCode") or data.get("error_code") or data.get("code")
-    message = (
-        data.get("errorMessage")
-        or data.get("error_msg")
-        or data.get("message")
-        or data.get("reason")
-    )
-    parts = [str(part) for part in (code, message) if part]
-    if parts:  # the API's own words, which JSON may spell with lone surrogates
+    said = _code_and_message(data, 0)
+    if said is not None:  # the API's own words, which JSON may spell with lone surrogates
+        parts = [part for part in said if part]
         return valid_text(": ".join(parts)[:_DETAIL_CHARS])
     keys = ", ".join(sorted(str(key) for key in data)[:10])
     return valid_text(f"unexpected body with keys: {keys[:_DETAIL_CHARS]}")
+
+
+def refusal_detail(body: bytes) -> str:
+    """Say what a refusal (401, 403) says: `error_detail`, and why a policy refused, if told.
+
+    A 403 may carry `encoded_authorization_message`: IAM's account of the
+    policy that refused, which IAM decodes for the account's administrator.
+    It is no secret, but may be long: it is kept up to
+    MAX_ENCODED_AUTHORIZATION_CHARS characters.
+    """
+    detail = error_detail(body)
+    try:
+        data: Any = loads(body)
+    except (ValueError, RecursionError):
+        return detail
+    encoded = None
+    for section in (data, data.get("error")) if isinstance(data, dict) else ():
+        if isinstance(section, dict) and isinstance(section.get(_ENCODED), str):
+            encoded = section[_ENCODED]
+            break
+    if not encoded:
+        return detail
+    cut = encoded[:MAX_ENCODED_AUTHORIZATION_CHARS]
+    if len(encoded) > len(cut):
+        cut += f" (cut at {len(cut)} of {len(encoded)} characters)"
+    return valid_text(f"{detail}; {_ENCODED}: {cut}")
+
+
+def _said(data: dict[str, Any], key: str) -> str:
+    """Return a code or message field as text; empty when absent, empty or not a value."""
+    value = data.get(key)
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value)
+
+
+def _code_and_message(data: dict[str, Any], depth: int) -> tuple[str, str] | None:
+    """Find an error body's code and message (see error_detail); None when it has neither."""
+    for code_key, message_keys in _ERROR_PAIRS:
+        code = _said(data, code_key)
+        if code:
+            message = next((text for key in message_keys if (text := _said(data, key))), "")
+            return code, message or _first_message(data)
+    if depth < _MAX_ERROR_DEPTH:
+        # IAM's `error` first, then any other object, as the SDK walks them.
+        inner = sorted(
+            (value for value in data.values() if isinstance(value, dict)),
+            key=lambda value: value is not data.get("error"),
+        )
+        for section in inner[:_MAX_ERROR_SECTIONS]:
+            said = _code_and_message(section, depth + 1)
+            if said is not None:
+                return said
+    message = _first_message(data)
+    return ("", message) if message else None
+
+
+def _first_message(data: dict[str, Any]) -> str:
+    return next((text for key in _MESSAGE_KEYS if (text := _said(data, key))), "")
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -28,6 +28,30 @@ from tests.standins.jobs import CREATED, as_v2, deep_job_body, job_object, v3_jo
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 TOKEN = "test-token"
 CCE_NOT_FOUND = {"error_code": "CCE.01404001", "error_msg": "Job not found"}
+# Error bodies as the real API writes them, the official SDK's test cases: the
+# code each one reports is the first of its `expected` (see transport.error_detail).
+SDK_ERROR_BODIES: dict[str, dict[str, Any]] = {
+    # A real body with two codes: the SDK reports CCE_CM.0201.
+    "two_codes": {
+        "error_code": "CCE_CM.0201",
+        "error_msg": "Request body invalid",
+        "errorCode": "E.CFE.4000201",
+        "errorMessage": "Invalid request body: spec.type is required",
+    },
+    "cce": {"errorCode": "CCE.01404001", "errorMessage": "Job not found"},
+    "gateway": {
+        "error_code": "APIG.0308",
+        "error_msg": "policy user over ratelimit,limit:20,time:1 minute",
+        "request_id": "8e4f1b2c0a9d4e6f",
+    },
+    "iam": {"error": {"code": "APIG.0301", "message": "Incorrect IAM authentication information"}},
+    "generic": {"code": "CCE.01500001", "message": "Internal error"},
+    "policy": {
+        "error_code": "CCE.01403001",
+        "error_msg": "Forbidden: no permission for cce:job:get",
+        "encoded_authorization_message": "4A9Fb2cZ" * 40,
+    },
+}
 
 
 @dataclass
