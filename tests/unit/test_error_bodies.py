@@ -56,7 +56,10 @@ def test_each_stand_in_body_reports_the_sdks_code_and_message(name: str) -> None
         ({"errorCode": "B", "message": "m"}, "B: m"),
         ({"error_code": "", "errorCode": "B"}, "B"),
         # Nested, IAM's `error` first; numbers are codes too.
-        ({"other": {"code": "X"}, "error": {"code": 401, "message": "bad token"}}, "401: bad token"),
+        (
+            {"other": {"code": "X"}, "error": {"code": 401, "message": "bad token"}},
+            "401: bad token",
+        ),
         ({"detail": {"error_code": "D", "error_msg": "deep"}}, "D: deep"),
         # A message alone (a Kubernetes Status), and a body with neither.
         ({"kind": "Status", "reason": "ServiceUnavailable"}, "ServiceUnavailable"),
