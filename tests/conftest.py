@@ -93,6 +93,14 @@ def labels(**kwargs: str) -> frozenset[tuple[str, str]]:
     return frozenset(kwargs.items())
 
 
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the proxies of the machine running the tests out of every test's requests."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """An environment without any CCE_EXPORTER_ variable."""

@@ -7,6 +7,7 @@ timed in `cce_exporter_api_requests_total` and
 or to read its answer leaves as an `ApiError` of its kind.
 """
 
+import os
 import time
 import zlib
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from exporter import __version__
+from exporter.cce.proxy import Proxies, Proxy
 from exporter.errors import ApiError, ErrorKind, valid_text
 from exporter.jobs.decode import loads
 from exporter.metrics.cce_exporter import Instruments
@@ -237,15 +239,19 @@ async def read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes
 
 
 def transport_error(
-    exc: Exception, status: int | None, timeout: float | None, api: str
+    exc: Exception, status: int | None, timeout: float | None, api: str, proxy: Proxy | None = None
 ) -> ApiError:
     """Turn what sending a request or reading its answer raised into an ApiError of its kind.
 
     `status` is the answer's status, None while none came. Besides its own
     errors, aiohttp lets a few plain exceptions out (a ValueError for a header
     value with a line break, say); their text may quote the request's headers,
-    and so the credentials: only their type is told.
+    and so the credentials: only their type is told. A proxy that cannot be
+    reached, or refuses the tunnel, is a connection error like any other.
     """
+    failure = _proxy_error(exc, api, proxy)
+    if failure is not None:
+        return failure
     if isinstance(exc, TimeoutError):
         return ApiError(ErrorKind.TIMEOUT, f"{api}no answer within {timeout} s", status=status)
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
@@ -257,6 +263,17 @@ def transport_error(
         msg = f"{api}the answer could not be read ({name})"
         return ApiError(ErrorKind.INVALID_RESPONSE, msg, status=status)
     return ApiError(ErrorKind.CONNECTION, f"{api}the request could not be sent ({name})")
+
+
+def _proxy_error(exc: Exception, api: str, proxy: Proxy | None) -> ApiError | None:
+    """Describe a proxy that could not be reached or refused the tunnel; None for other errors."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        msg = f"{api}the proxy {proxy} refused the tunnel: HTTP {exc.status} {exc.message}"
+        return ApiError(ErrorKind.CONNECTION, msg[: 2 * _DETAIL_CHARS])
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        msg = f"{api}cannot reach the proxy {proxy}: {_describe(exc)}"
+        return ApiError(ErrorKind.CONNECTION, msg)
+    return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -290,6 +307,8 @@ class Transport:
     Redirects are not followed: they would carry the credentials (or IAM's
     password) elsewhere, so a 3xx is an answer like any other, and an invalid
     one to the callers. `api` prefixes the messages of failures ("IAM: ").
+    Requests go through the proxies of the environment (see cce.proxy), read
+    when the transport is made unless `proxies` are given.
     """
 
     def __init__(
@@ -299,8 +318,10 @@ class Transport:
         *,
         timeout: float,
         api: str = "",
+        proxies: Proxies | None = None,
     ) -> None:
         self._session = session
+        self._proxies = proxies if proxies is not None else Proxies.from_environ(os.environ)
         self._instruments = instruments
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._api = api
@@ -322,6 +343,7 @@ class Transport:
         started = time.perf_counter()
         status: int | None = None
         failure: ApiError | None = None
+        proxy = self._proxies.for_url(url)
         try:
             async with self._session.request(
                 method,
@@ -331,12 +353,19 @@ class Transport:
                 timeout=self._timeout,
                 allow_redirects=False,
                 auto_decompress=False,
+                proxy=None if proxy is None else proxy.url,
+                proxy_auth=None if proxy is None else proxy.auth,
             ) as response:
                 status = response.status
+                if status == 407 and proxy is not None:  # the proxy's own answer (http://)
+                    msg = f"{self._api}the proxy {proxy} refused the request: HTTP 407"
+                    raise ApiError(ErrorKind.CONNECTION, msg)
                 body = await read_capped(response, max_bytes)
                 answer = Answer(status, body, CIMultiDictProxy(CIMultiDict(response.headers)))
+        except ApiError as exc:
+            failure = exc
         except Exception as exc:  # CancelledError is not one: it goes on as it is
-            failure = transport_error(exc, status, self._timeout.total, self._api)
+            failure = transport_error(exc, status, self._timeout.total, self._api, proxy)
         finally:
             code = "error" if status is None else str(status)
             self._instruments.api_requests.labels(operation, code).inc()

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, YamlConfigSettingsSource
 
+from exporter.cce.proxy import proxy_problems
 from exporter.settings.model import AUTH_METHODS, ENV_PREFIX, SECRET_FIELDS, Settings
 
 _AUTH_SETTINGS = frozenset(name for names in AUTH_METHODS.values() for name in names)
@@ -244,6 +245,8 @@ def load_settings(
             for name, message in check_settings(settings, demo=demo)
             if name not in reported
         ]
+    # No settings of ours, but the requests depend on them as much (see cce.proxy).
+    problems += [Problem(name, "environment", text) for name, text in proxy_problems(os.environ)]
     if problems:
         raise ConfigError(problems)
     assert settings is not None  # noqa: S101 - no problems means it validated
