@@ -4,7 +4,10 @@ Every `discover_interval` both job lists are read, CCE's and CCE Autopilot's;
 a job created within `discover_max_age` whose type matches
 `discover_job_types` is handed to the watch list once, with the API it lives
 on. A job a list already shows finished, with everything the metrics need, is
-stored from the list as it is: it costs no v3 request. A failed read of one
+stored from the list as it is: it costs no v3 request. Its tree, though, is
+in the list only when the item carries `spec.subjobs` (even empty); an item
+without the key (as the published example of the list) is read by ID once,
+for its whole tree, as a job first seen finished through any other route. A failed read of one
 list changes nothing of that list's jobs, and nothing of the other's. An
 endpoint that does not offer Autopilot (its list answers 404) lists no
 Autopilot jobs: that is said once, and is no failure.
@@ -209,7 +212,13 @@ class Discovery:
     def _finished_state(
         job: ListedJob, job_id: str, now: float, ended: float, api: Api
     ) -> JobState | None:
-        """Build the state of a job listed finished, if the list says all the metrics need."""
+        """Build the state of a job listed finished, if the list says all the metrics need.
+
+        None when it does not: its tree (no `spec.subjobs`), its times, or any
+        field that did not parse. Such a job is read by ID, once.
+        """
+        if not job.tree_listed:
+            return None
         try:
             tree = job.tree()
         except InvalidJobError:

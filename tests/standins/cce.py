@@ -138,14 +138,23 @@ class FakeCCE:
             reason=reason,
         )
 
-    def add_listed(self, job_id: str, *, api: Api = Api.CCE, **kwargs: Any) -> None:
-        """Serve `v3_job(job_id, **kwargs)` by its ID on `api`, and list it there (v2 spelling)."""
+    def add_listed(
+        self, job_id: str, *, api: Api = Api.CCE, listed_subjobs: bool = True, **kwargs: Any
+    ) -> None:
+        """Serve `v3_job(job_id, **kwargs)` by its ID on `api`, and list it there (v2 spelling).
+
+        Without `listed_subjobs` its list item has no `spec.subjobs` key, as
+        the published example of the list: its sub-jobs are served by ID only.
+        """
         self.jobs[job_id] = v3_job(job_id, **kwargs)
         listing = self.listing
         if api is Api.AUTOPILOT:
             self.autopilot.add(job_id)
             listing = self.autopilot_listing
-        listing.append(as_v2(self.jobs[job_id]))
+        item = as_v2(self.jobs[job_id])
+        if not listed_subjobs:
+            del item["spec"]["subjobs"]
+        listing.append(item)
 
     def _fault_for(self, job_id: str) -> Fault | None:
         fault = self.faults.get(job_id)
