@@ -142,7 +142,7 @@ class WatchList:
         if verdict is Verdict.ADDED:
             self._watcher.adopt(state, route)
         elif verdict is Verdict.ALREADY_WATCHED:
-            self._watcher.watch([state.job_id], route)
+            self._watcher.watch([state.job_id], route, state.api)
         outcome = Outcome(**{verdict.value: (state.job_id,)})
         self._report(route, outcome)
         return outcome

@@ -238,17 +238,17 @@ async def test_discovery_lists_both_apis_and_polls_each_job_where_it_was_listed(
     cce.add_listed(
         "a-done", created=now - 600, updated=now - 60, phase="Success", api=Api.AUTOPILOT
     )
-    # Named in the settings too: the list tells its API before its first poll.
-    settings = _settings(server, discover=True, job_ids=("a-run",))
+    # Named in the settings too: the list tells their API before their first poll.
+    settings = _settings(server, discover=True, job_ids=("a-run", "a-done"))
     async with exporter(settings) as ex:
         assert ex.discovery is not None
         result = await ex.discovery.refresh()
         await ex.scheduler.poll_due(jitter=False)
         states = {state.job_id: state for state in ex.store}
-    assert (result.listed, result.watched, result.stored_finished, result.ok) == (3, 1, 1, True)
+    assert (result.listed, result.watched, result.ok) == (3, 1, True)
     assert (cce.lists, cce.autopilot_lists) == (1, 1)
     assert cce.requests == {"c-run": 1}
-    assert cce.autopilot_requests == {"a-run": 1}
+    assert cce.autopilot_requests == {"a-run": 1, "a-done": 1}
     assert {job_id: state.api for job_id, state in states.items()} == {
         "c-run": Api.CCE,
         "a-run": Api.AUTOPILOT,
