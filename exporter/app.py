@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import ssl
@@ -20,6 +21,7 @@ from exporter.cce.auth.aksk import AkSkAuth
 from exporter.cce.auth.base import Authenticator, TokenAuth
 from exporter.cce.auth.iam import IamAuth
 from exporter.cce.client import CCEClient
+from exporter.cce.proxy import Proxies
 from exporter.cce.ratelimit import RateLimiter
 from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
@@ -211,6 +213,9 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
         )
         instruments.registry.register(ClusterCollector(project_id, lambda: clusters.directory))
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
+        proxies = Proxies.from_environ(os.environ).describe()
+        if proxies:  # without credentials
+            event(log, logging.INFO, "proxies", **proxies)
         try:
             yield Exporter(
                 settings,

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from exporter.cce.auth.gate import AUTH_KINDS
 from exporter.cce.concurrency import RequestSlots
 from exporter.errors import ApiError
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import JobTree
 from exporter.logs import crash, event
@@ -54,8 +55,12 @@ def next_delay(gone_for: float | None, interval: float) -> float:
 class JobReader(Protocol):
     """What the scheduler needs of the client."""
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
-        """Read one job tree."""
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
+        """Read one job tree from the API it lives on."""
+        ...
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Read one job tree from whichever API knows it, and say which."""
         ...
 
 
@@ -72,6 +77,8 @@ class _Slot:
     keep_until: float | None = None  # finished: when its series leave
     gone_since: float | None = None  # when its current run of 404 answers began
     in_flight: bool = False
+    # The API the job lives on; None until a read finds it (then it is asked there only).
+    api: Api | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +145,20 @@ class Scheduler:
         slot = self._slots.get(job_id)
         return frozenset(slot.routes) if slot is not None else frozenset()
 
-    def watch(self, job_ids: Iterable[str], route: str = "") -> list[str]:
-        """Watch jobs for `route` (new ones due at once); return the IDs that were new."""
+    def watch(self, job_ids: Iterable[str], route: str = "", api: Api | None = None) -> list[str]:
+        """Watch jobs for `route` (new ones due at once); return the IDs that were new.
+
+        `api` is the API the jobs live on, when the route knows it.
+        """
         now = self._monotonic()
         added = []
         for job_id in job_ids:
             slot = self._slots.get(job_id)
             if slot is not None:
                 slot.routes.add(route)
+                slot.api = slot.api or api
                 continue
-            self._slots[job_id] = _Slot({route}, due=now)
+            self._slots[job_id] = _Slot({route}, due=now, api=api)
             state = JobState(job_id)
             self._store.put(state)
             self._tally(None, state)
@@ -165,7 +176,7 @@ class Scheduler:
         """
         if state.job_id in self._slots:
             return False
-        slot = _Slot({route})
+        slot = _Slot({route}, api=state.api)
         if state.finished:
             left = self._retention_left(state, self._clock())
             if left <= 0:
@@ -332,11 +343,16 @@ class Scheduler:
             if self._slots.get(job_id) is not slot:  # unwatched while it waited
                 return
             started = self._monotonic()
+            project_id = self._settings.project_id
             try:
-                tree = await self._reader.show_job(self._settings.project_id, job_id)
+                if slot.api is None:  # found on one API, it is asked there only
+                    api, tree = await self._reader.find_job(project_id, job_id)
+                else:
+                    api, tree = slot.api, await self._reader.show_job(project_id, job_id, slot.api)
             except ApiError as exc:
                 self._record_failure(job_id, slot, exc)
             else:
+                slot.api = api
                 self._record_success(job_id, slot, tree)
             finally:
                 # Even after a bug (an exception other than ApiError), the job
@@ -369,7 +385,7 @@ class Scheduler:
         if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
         now = self._clock()
-        after = before.succeeded(tree, now)
+        after = before.succeeded(tree, now, slot.api)
         for name in tree.parse_errors:
             self._instruments.parse_errors.labels(name).inc()
         if before.failing:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from exporter.jobs.ids import is_valid_id
+from exporter.jobs.ids import Api, is_valid_id
 from exporter.jobs.state import JobState
 from exporter.logs import Summary, event
 from exporter.metrics.cce_exporter import Instruments
@@ -46,8 +46,11 @@ class Watcher(Protocol):
         """Return the routes that name a watched job."""
         ...
 
-    def watch(self, job_ids: Iterable[str], route: str) -> list[str]:
-        """Watch jobs for `route` (adding the route to those watched already); return new ones."""
+    def watch(self, job_ids: Iterable[str], route: str, api: Api | None = None) -> list[str]:
+        """Watch jobs for `route` (adding the route to those watched already); return new ones.
+
+        `api` is the API the jobs live on, when the route knows it.
+        """
         ...
 
     def adopt(self, state: JobState, route: str) -> bool:
@@ -116,15 +119,19 @@ class WatchList:
         """Return the routes that name a watched job (empty when it is not watched)."""
         return frozenset(Route(route) for route in self._watcher.routes(job_id) if route)
 
-    def add(self, route: Route, job_ids: Iterable[str]) -> Outcome:
-        """Watch the IDs a route names that pass the gate; say what became of each."""
+    def add(self, route: Route, job_ids: Iterable[str], api: Api | None = None) -> Outcome:
+        """Watch the IDs a route names that pass the gate; say what became of each.
+
+        `api` is the API the jobs live on, when the route knows it (discovery
+        does); otherwise the first read finds it.
+        """
         sorted_ids: dict[Verdict, list[str]] = {verdict: [] for verdict in Verdict}
         added = sorted_ids[Verdict.ADDED]
         for job_id in dict.fromkeys(job_ids):
             sorted_ids[self._admit(job_id, pending=len(added))].append(job_id)
         named = added + sorted_ids[Verdict.ALREADY_WATCHED]
         if named:
-            self._watcher.watch(named, route)
+            self._watcher.watch(named, route, api)
         outcome = Outcome(**{verdict.value: tuple(ids) for verdict, ids in sorted_ids.items()})
         self._report(route, outcome)
         return outcome
@@ -135,7 +142,7 @@ class WatchList:
         if verdict is Verdict.ADDED:
             self._watcher.adopt(state, route)
         elif verdict is Verdict.ALREADY_WATCHED:
-            self._watcher.watch([state.job_id], route)
+            self._watcher.watch([state.job_id], route, state.api)
         outcome = Outcome(**{verdict.value: (state.job_id,)})
         self._report(route, outcome)
         return outcome

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable
 from urllib.parse import quote, urlencode
 
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import PHASES, JobNode
 from exporter.server.statuspage.model import (
@@ -181,6 +182,9 @@ def _failure(root: JobNode, nodes: tuple[JobNode, ...]) -> str:
     return f'<p class="reason">{step}{_e(reason)}</p>{message}'
 
 
+_API_NAMES = {Api.CCE: "CCE", Api.AUTOPILOT: "CCE Autopilot"}
+
+
 def job_card(state: JobState, group: Group, now: float) -> str:
     """One watched job: its facts, its failure, and its tree folded in a `<details>`."""
     tree = state.tree
@@ -192,6 +196,8 @@ def job_card(state: JobState, group: Group, now: float) -> str:
         name = f" · {_e(root.resource_name)}" if root.resource_name else ""
         title = f"{_phase_badge(root.phase)} {_e(root.job_type or '(no type)')}{name}"
         facts = _root_facts(root, now) + _poll_facts(state, now)
+    if state.api is not None:  # which job API the job lives on
+        facts.insert(0, _API_NAMES[state.api])
     stuck = ""
     if group is Group.STUCK and root is not None:
         limit = human_duration(stuck_threshold(root.job_type))
