@@ -191,6 +191,11 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
         if settings.job_ids_file is not None:
             jobs_file = JobsFile(settings.job_ids_file, watchlist)
             jobs_file.check()
+        clusters = ClusterRefresher(
+            client,
+            instruments,
+            ClusterRefreshSettings(project_id, interval=settings.cluster_refresh_interval),
+        )
         discovery = None
         if settings.discover:
             job_types = settings.discover_job_types
@@ -204,13 +209,10 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                     max_age=settings.discover_max_age,
                     job_types=re.compile(job_types) if job_types is not None else None,
                     finished_retention=settings.finished_retention,
+                    clusters=settings.discover_clusters,
                 ),
+                clusters=clusters,
             )
-        clusters = ClusterRefresher(
-            client,
-            instruments,
-            ClusterRefreshSettings(project_id, interval=settings.cluster_refresh_interval),
-        )
         instruments.registry.register(ClusterCollector(project_id, lambda: clusters.directory))
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
         proxies = Proxies.from_environ(os.environ).describe()
@@ -236,6 +238,8 @@ async def run_once(settings: Settings) -> int:
     """Poll every watched job once and print the exposition; 0 if every poll succeeded."""
     async with exporter(settings) as ex:
         listed = True
+        if ex.clusters is not None:  # names and phases: they do not decide the exit status
+            await ex.clusters.refresh()
         if ex.discovery is not None:
             listed = (await ex.discovery.refresh()).ok
         if not ex.store:
@@ -246,8 +250,6 @@ async def run_once(settings: Settings) -> int:
                 hint="set job_ids, job_ids_file or discover to choose the jobs to poll",
             )
         await ex.scheduler.poll_due(jitter=False)
-        if ex.clusters is not None:  # names and phases: they do not decide the exit status
-            await ex.clusters.refresh()
         sys.stdout.buffer.write(ex.renderer.render(ex.store))
         sys.stdout.flush()
         return 0 if listed and all(state.last_ok for state in ex.store) else 1

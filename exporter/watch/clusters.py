@@ -48,6 +48,10 @@ class Clusters(Protocol):
         """The latest directory."""
         ...
 
+    async def first_read(self) -> ClusterDirectory:
+        """Return the directory once the lists have been read (or tried) once."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterRefreshSettings:
@@ -77,6 +81,7 @@ class ClusterRefresher:
         # The error kind of each list's current run of failures (absent: none).
         self._failing: dict[ClusterKind, ErrorKind] = {}
         self._directory = EMPTY_DIRECTORY
+        self._tried = asyncio.Event()  # set once every list has been read or has failed once
 
     @property
     def directory(self) -> ClusterDirectory:
@@ -85,6 +90,12 @@ class ClusterRefresher:
 
     async def refresh(self) -> bool:
         """Read every cluster list once; return whether all were read."""
+        try:
+            return await self._refresh()
+        finally:
+            self._tried.set()  # even after a bug: discovery must not wait for ever
+
+    async def _refresh(self) -> bool:
         kinds = self._settings.kinds
         results = await asyncio.gather(*map(self._read, kinds), return_exceptions=True)
         ok = True
@@ -100,6 +111,11 @@ class ClusterRefresher:
             cluster for kind in kinds for cluster in self._lists.get(kind, ())
         )
         return ok
+
+    async def first_read(self) -> ClusterDirectory:
+        """Return the directory once the lists have been read (or tried) once."""
+        await self._tried.wait()
+        return self._directory
 
     async def run(self) -> None:
         """Refresh every interval for ever; cancel to stop."""
