@@ -257,7 +257,10 @@ async def run_once(settings: Settings) -> int:
 
 async def _serve_http(ex: Exporter) -> tuple[web.AppRunner, LiveWebConfig | None]:
     """Start the HTTP server; return it, and the web config it follows (if any)."""
-    app = create_app(WebContext(ex.store, ex.renderer, ex.ready, ex.settings.project_id or ""))
+    context = WebContext(
+        ex.store, ex.renderer, ex.ready, ex.settings.project_id or "", clusters=ex.clusters
+    )
+    app = create_app(context)
     web_config = None
     if ex.settings.web_config_file is not None:
         try:
