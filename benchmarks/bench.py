@@ -483,10 +483,19 @@ def bench_cpu(report: Report, jobs: int, subjobs: int, rounds: int, moves: float
     # The first round opens the connections and reads every job for the first time.
     ours_ms = statistics.median(ours[1:] or ours) / jobs * 1000
     bare_ms = statistics.median(bare[1:] or bare) / jobs * 1000
+    # Each round's two passes ran one after the other: their ratio is little
+    # disturbed by other work on the machine, which comes and goes.
+    ratios = [a / b for a, b in zip(ours[1:] or ours, bare[1:] or bare, strict=True)]
     report.figure("exporter, first pass (reads every job afresh)", ours[0] / jobs * 1000, "ms")
     report.figure("exporter CPU per poll (median of the later passes)", ours_ms, "ms")
     report.figure("aiohttp GET + json.loads CPU per request (median)", bare_ms, "ms")
-    report.goal("exporter CPU per poll / bare loop's", ours_ms / bare_ms, 2.0, "x")
+    report.figure("exporter / bare loop, highest of the rounds", max(ratios), "x")
+    report.goal(
+        "exporter CPU per poll / bare loop's (median of the rounds)",
+        statistics.median(ratios),
+        2.0,
+        "x",
+    )
 
 
 async def _cpu_rounds(
@@ -508,17 +517,23 @@ async def _cpu_rounds(
                 body = await response.read()
             sizes += len(json.loads(body))
 
-        for _ in range(rounds):
+        async def bare_pass() -> None:
+            cpu = time.process_time()
+            await asyncio.gather(*map(get, urls))
+            bare.append(time.process_time() - cpu)
+
+        for n in range(rounds):
             started = time.monotonic()
+            if n % 2:  # every other round the bare loop goes first
+                await bare_pass()
             cpu = time.process_time()
             polled = await ex.scheduler.poll_due(jitter=True)
             ours.append(time.process_time() - cpu)
             assert len(polled) == len(job_ids), f"{len(polled)} of {len(job_ids)} jobs were due"
             failed = [state.job_id for state in ex.store if not state.last_ok]
             assert not failed, f"{len(failed)} polls failed: {ex.store.get(failed[0])}"
-            cpu = time.process_time()
-            await asyncio.gather(*map(get, urls))
-            bare.append(time.process_time() - cpu)
+            if not n % 2:
+                await bare_pass()
             # Polled every second: each job is due again a second after it was due
             # (a request that went out late, after it).
             await asyncio.sleep(max(0.0, started + settings.poll_interval - time.monotonic()))
@@ -847,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "poll":
             bench_poll(report, 20 if quick else 1000, 0.05, 50, 2 if quick else 6)
         elif name == "cpu":
-            bench_cpu(report, 20 if quick else 1000, 3, 3 if quick else 8, 0.01)
+            bench_cpu(report, 20 if quick else 1000, 3, 3 if quick else 11, 0.01)
         elif name == "requests":
             bench_requests(report, 30 if quick else 2000, 30.0, 60.0)
         elif name == "series":
