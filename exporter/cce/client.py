@@ -98,7 +98,10 @@ class CCEClient:
     async def show_job(self, project_id: str, job_id: str) -> JobTree:
         """Read one job and its sub-jobs; raise ApiError on any failure."""
         answer = await self._get(self.job_url(project_id, job_id), "show_job", "cce:job:get")
-        read = lambda: _decoded(answer, lambda data: flatten(data, job_id))  # noqa: E731
+
+        def read() -> JobTree:
+            return _decoded(answer, lambda data: flatten(data, job_id))
+
         return self._answers.read(f"{project_id}/{job_id}", answer.body, read)
 
     def jobs_url(self, project_id: str) -> URL:
@@ -145,7 +148,7 @@ class CCEClient:
             ceiling = min(policy.cap, policy.initial * 2 ** (attempt - 1))
             return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
-        # A plain loop: tenacity's machinery cost a third of the CPU of a poll.
+        # A plain loop: tenacity's machinery cost a quarter of the CPU of a poll.
         attempt = 1
         while True:
             try:
