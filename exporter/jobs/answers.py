@@ -2,11 +2,11 @@
 
 Nearly every poll of a running job returns, byte for byte, what the previous
 poll returned. Reading it again (JSON, the lenient model, flattening) costs
-several times the request itself, and gives an equal tree. `KnownAnswers`
-remembers, for each job, the digest of the body that each tree was read from,
-and hands the very same tree back for the same body: the renderer, which
-keeps each tree's series until its tree is replaced, then renders nothing
-again either.
+about as much CPU as the request itself, more for a larger tree, and gives an
+equal tree. `KnownAnswers` remembers, for each job, the digest of the body
+that each tree was read from, and hands the very same tree back for the same
+body: the renderer, which keeps each tree's series until its tree is
+replaced, then renders only the job's polling series again.
 
 An entry lives exactly as long as its tree: the trees are held weakly, so
 when a job is dropped (or a new answer replaces its tree) and nothing holds
