@@ -224,7 +224,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 instruments,
                 store,
                 scheduler,
-                Renderer(project_id, instruments.registry),
+                Renderer(project_id, instruments.registry, sparse=settings.sparse_metrics),
                 watchlist,
                 jobs_file,
                 discovery,
