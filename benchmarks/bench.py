@@ -245,8 +245,8 @@ def bench_scrape(report: Report, jobs: int, subjobs: int, *, repeat: int) -> Non
     store = JobStore()
     fill(store, states)
     instruments = Instruments()
-    renderer = Renderer(PROJECT, instruments.registry)
-    text = Renderer(PROJECT, CollectorRegistry()).render(store).decode()
+    renderer = Renderer(instruments.registry)
+    text = Renderer(CollectorRegistry()).render(store).decode()
     series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
     report.figure("job series", series, "series")
 
@@ -301,7 +301,7 @@ async def _status_times(
     store: JobStore, states: list[JobState], path: str, repeat: int
 ) -> tuple[list[float], int, int]:
     """Fetch `path` `repeat` times, each after a job changed: every answer is a fresh build."""
-    runner, url = await _serve(store, Renderer(PROJECT, CollectorRegistry()))
+    runner, url = await _serve(store, Renderer(CollectorRegistry()))
     url = url.removesuffix("/metrics") + path
     times = []
     packed = plain = 0
@@ -617,7 +617,7 @@ def memory_child(jobs: int, subjobs: int) -> None:
     store = JobStore()
     fill(store, states)
     del states
-    renderer = Renderer(PROJECT, Instruments().registry)
+    renderer = Renderer(Instruments().registry)
 
     async def serve() -> None:
         runner, url = await _serve(store, renderer)

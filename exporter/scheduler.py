@@ -6,9 +6,16 @@ everything the loop waits for (the next poll of a job, the end of its
 retention), so that a step of the wall clock (an NTP step, a VM resumed)
 neither stops polling nor drops jobs early.
 
-The scheduler owns which jobs are watched: one `_Slot` per job holds all it
+The scheduler owns which jobs are watched: one `Slot` per job holds all it
 knows of the job but its snapshot (which the `JobStore` holds), the routes
-that named it among them, so a job leaves with everything about it at once.
+that named it among them, and the target it belongs to, so a job leaves with
+everything about it at once.
+
+Targets: each job is polled through its target's reader (a client of its
+own: endpoint, credentials, rate limit, backoffs) with its target's project
+ID. The concurrency slots are shared by all targets, handed out to the
+targets with polls waiting in turn (`exporter.cce.concurrency`). A job ID
+belongs to one target: watching it for another is refused here too.
 """
 
 import asyncio
@@ -17,17 +24,19 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
 from exporter.cce.auth.gate import AUTH_KINDS
 from exporter.cce.concurrency import RequestSlots
 from exporter.errors import ApiError
-from exporter.jobs.state import JobState, JobStore
+from exporter.jobs.state import DEFAULT_TARGET, JobState, JobStore
 from exporter.jobs.tree import JobTree
-from exporter.logs import crash, event
+from exporter.logs import about_target, crash, event
 from exporter.metrics.cce_exporter import Instruments
+from exporter.watch.polling import JobReader, PollSettings, PollTarget, Slot, next_delay
+
+__all__ = ["JobReader", "PollSettings", "PollTarget", "Scheduler", "next_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -35,63 +44,16 @@ log = logging.getLogger(__name__)
 _MAX_SLEEP = 1.0
 
 
-# A job that answers 404 is polled this many times less often at the most.
-_MAX_SLOWDOWN = 32
-
-
-def next_delay(gone_for: float | None, interval: float) -> float:
-    """Return the seconds until a job's next poll.
-
-    That is the interval; for a job answering 404 for `gone_for` seconds, as
-    long as it has been gone (so the gaps double), between 1 and 32 intervals.
-    """
-    if gone_for is None:
-        return interval
-    return min(_MAX_SLOWDOWN * interval, max(interval, gone_for))
-
-
-class JobReader(Protocol):
-    """What the scheduler needs of the client."""
-
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
-        """Read one job tree."""
-        ...
-
-
-@dataclass(slots=True)
-class _Slot:
-    """One watched job, as the scheduler keeps it; times are monotonic."""
-
-    # What named the job (settings, the jobs file, ...): it is watched while any does.
-    routes: set[str] = field(default_factory=set)
-    due: float | None = None  # when it is next polled; None once finished: never again
-    # The earliest its next request may go: an interval after its last one, so
-    # no job is asked twice within one.
-    not_before: float = -math.inf
-    keep_until: float | None = None  # finished: when its series leave
-    gone_since: float | None = None  # when its current run of 404 answers began
-    in_flight: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PollSettings:
-    """How the scheduler polls."""
-
-    project_id: str
-    poll_interval: float
-    poll_concurrency: int
-    finished_retention: float
-    # Each poll of a pass starts after a random delay of up to this many
-    # seconds, so that many jobs due together do not fire at once.
-    jitter: float = 1.0
-
-
 class Scheduler:
-    """Polls the watched jobs and keeps the latest state of each in the store."""
+    """Polls the watched jobs and keeps the latest state of each in the store.
+
+    `reader` is the reader of the one implicit target (`default`, of
+    `settings.project_id`), or every target with its own.
+    """
 
     def __init__(
         self,
-        reader: JobReader,
+        reader: JobReader | Sequence[PollTarget],
         store: JobStore,
         instruments: Instruments,
         settings: PollSettings,
@@ -101,7 +63,14 @@ class Scheduler:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._reader = reader
+        if isinstance(reader, Sequence):
+            targets: Sequence[PollTarget] = reader
+        else:
+            targets = (PollTarget(DEFAULT_TARGET, settings.project_id, reader),)
+        if not targets:
+            msg = "no target to poll"
+            raise ValueError(msg)
+        self._targets = {target.name: target for target in targets}
         self._store = store
         self._instruments = instruments
         self._settings = settings
@@ -111,12 +80,14 @@ class Scheduler:
         self._sleep = sleep  # before a request: its jitter, or its interval's end
         # poll_concurrency: a poll gives its slot up while its retries wait.
         self._requests = RequestSlots(settings.poll_concurrency)
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._wakes_at = -math.inf  # when the loop's current sleep ends (monotonic)
         self._watched = {
-            state: instruments.watched_jobs.labels(state) for state in ("active", "finished")
+            (name, state): instruments.target(name).watched_jobs.labels(state)
+            for name in self._targets
+            for state in ("active", "finished")
         }
 
     @property
@@ -130,22 +101,49 @@ class Scheduler:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._slots
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The names of the targets, in the order given."""
+        return tuple(self._targets)
+
+    def target_of(self, job_id: str) -> str | None:
+        """Return the target a watched job belongs to (None when it is not watched)."""
+        slot = self._slots.get(job_id)
+        return slot.target.name if slot is not None else None
+
+    def _target(self, name: str | None) -> PollTarget:
+        """Return the target of this name; None names the only one."""
+        if name is None:
+            if len(self._targets) != 1:
+                msg = "several targets: name the job's"
+                raise ValueError(msg)
+            return next(iter(self._targets.values()))
+        return self._targets[name]
+
     def routes(self, job_id: str) -> frozenset[str]:
         """Return the routes that name a watched job (empty when it is not watched)."""
         slot = self._slots.get(job_id)
         return frozenset(slot.routes) if slot is not None else frozenset()
 
-    def watch(self, job_ids: Iterable[str], route: str = "") -> list[str]:
-        """Watch jobs for `route` (new ones due at once); return the IDs that were new."""
+    def watch(
+        self, job_ids: Iterable[str], route: str = "", target: str | None = None
+    ) -> list[str]:
+        """Watch jobs of `target` for `route` (new ones due at once); return the IDs that were new.
+
+        `target` may be left out when there is only one. A job watched for
+        another target stays that target's, and `route` is not added to it.
+        """
+        poll_target = self._target(target)
         now = self._monotonic()
         added = []
         for job_id in job_ids:
             slot = self._slots.get(job_id)
             if slot is not None:
-                slot.routes.add(route)
+                if slot.target is poll_target:
+                    slot.routes.add(route)
                 continue
-            self._slots[job_id] = _Slot({route}, due=now)
-            state = JobState(job_id)
+            self._slots[job_id] = Slot(poll_target, {route}, due=now)
+            state = JobState(job_id, target=poll_target.name, project_id=poll_target.project_id)
             self._store.put(state)
             self._tally(None, state)
             added.append(job_id)
@@ -156,17 +154,18 @@ class Scheduler:
     def adopt(self, state: JobState, route: str = "") -> bool:
         """Start watching a job whose state is already known; return whether it was new.
 
-        A finished state (a job that the job list shows ended) is never polled,
-        and leaves at once when its retention is already over; any other is
-        due at once.
+        The job belongs to the state's target. A finished state (a job that
+        the job list shows ended) is never polled, and leaves at once when its
+        retention is already over; any other is due at once.
         """
         if state.job_id in self._slots:
             return False
-        slot = _Slot({route})
+        slot = Slot(self._target(state.target), {route})
         if state.finished:
             left = self._retention_left(state, self._clock())
             if left <= 0:
-                event(log, logging.INFO, "job_expired", job_id=state.job_id, reason="finished")
+                with about_target(state.target):
+                    event(log, logging.INFO, "job_expired", job_id=state.job_id, reason="finished")
                 return True
             slot.keep_until = self._monotonic() + left
         else:
@@ -230,8 +229,10 @@ class Scheduler:
         return ended + vanished
 
     def _expire(self, job_id: str, reason: str) -> None:
+        target = self.target_of(job_id)
         self.unwatch(job_id)
-        event(log, logging.INFO, "job_expired", job_id=job_id, reason=reason)
+        with about_target(target or DEFAULT_TARGET):
+            event(log, logging.INFO, "job_expired", job_id=job_id, reason=reason)
 
     def _retention_left(self, state: JobState, now: float) -> float:
         """Return the seconds a finished job has still to keep its series at `now` (wall)."""
@@ -286,7 +287,7 @@ class Scheduler:
         # these are the ones whose poll has not ended, or never began.
         unreleased = {id(slot): slot for slot in slots}
 
-        async def poll(job_id: str, slot: _Slot) -> None:
+        async def poll(job_id: str, slot: Slot) -> None:
             try:
                 await self._poll(job_id, slot, jitter=jitter)
             finally:
@@ -315,7 +316,7 @@ class Scheduler:
         self._instruments.poll_cycle.set(time.monotonic() - started)
         self._wake.set()
 
-    async def _poll(self, job_id: str, slot: _Slot, *, jitter: bool) -> None:
+    async def _poll(self, job_id: str, slot: Slot, *, jitter: bool) -> None:
         scheduled = slot.due if slot.due is not None else self._monotonic()
         if jitter:
             # Spread the pass's requests, and never ask for a job much sooner
@@ -325,22 +326,24 @@ class Scheduler:
             early = slot.not_before - self._monotonic()
             if max(spread, early) > 0:
                 await self._sleep(max(spread, early))
-        async with self._requests.hold():
+        target = slot.target
+        async with self._requests.hold(target.name):
             if self._slots.get(job_id) is not slot:  # unwatched while it waited
                 return
             started = self._monotonic()
-            try:
-                tree = await self._reader.show_job(self._settings.project_id, job_id)
-            except ApiError as exc:
-                self._record_failure(job_id, slot, exc)
-            else:
-                self._record_success(job_id, slot, tree)
-            finally:
-                # Even after a bug (an exception other than ApiError), the job
-                # waits its interval: a crash must not turn into a tight loop.
-                self._reschedule(slot, scheduled, started)
+            with about_target(target.name):
+                try:
+                    tree = await target.reader.show_job(target.project_id, job_id)
+                except ApiError as exc:
+                    self._record_failure(job_id, slot, exc)
+                else:
+                    self._record_success(job_id, slot, tree)
+                finally:
+                    # Even after a bug (an exception other than ApiError), the job
+                    # waits its interval: a crash must not turn into a tight loop.
+                    self._reschedule(slot, scheduled, started)
 
-    def _reschedule(self, slot: _Slot, scheduled: float, started: float) -> None:
+    def _reschedule(self, slot: Slot, scheduled: float, started: float) -> None:
         """Set when a job is next due: an interval after it was last due.
 
         Counting from when it was due, not from when its request went out,
@@ -361,7 +364,7 @@ class Scheduler:
             # requests would creep to the end of the jitter window and bunch.
             slot.not_before = started + delay - self._settings.jitter
 
-    def _record_success(self, job_id: str, slot: _Slot, tree: JobTree) -> None:
+    def _record_success(self, job_id: str, slot: Slot, tree: JobTree) -> None:
         before = self._store.get(job_id)
         if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
@@ -395,7 +398,7 @@ class Scheduler:
                 reason=root.reason,
             )
 
-    def _record_failure(self, job_id: str, slot: _Slot, exc: ApiError) -> None:
+    def _record_failure(self, job_id: str, slot: Slot, exc: ApiError) -> None:
         before = self._store.get(job_id)
         if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
@@ -421,4 +424,5 @@ class Scheduler:
         """Keep cce_exporter_watched_jobs up to date as one job's state changes."""
         for state, change in ((before, -1), (after, 1)):
             if state is not None:
-                self._watched["finished" if state.finished else "active"].inc(change)
+                phase = "finished" if state.finished else "active"
+                self._watched[state.target, phase].inc(change)

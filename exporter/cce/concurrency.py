@@ -7,10 +7,18 @@ the next attempt. A job that hangs or is throttled so holds a slot only while
 a request of it is in flight, and healthy jobs are polled meanwhile. The slot
 travels with the task in a context variable: the client needs no argument
 for it, and a client used without a scheduler has no slot to give up.
+
+The slots are shared by every target, fairly: each holder queues under its
+target's name, and when several targets have polls waiting, a slot that
+comes free goes to each target in turn (round robin), not to whichever poll
+asked first. A target whose API hangs can fill every slot only while no
+other target waits: once one does, it gets every other slot that comes free,
+and a slot comes free at the latest when a request times out.
 """
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
@@ -18,10 +26,11 @@ from contextvars import ContextVar
 class _Hold:
     """One holder's slot, and whether it holds it right now."""
 
-    __slots__ = ("held", "semaphore")
+    __slots__ = ("held", "key", "slots")
 
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self.semaphore = semaphore
+    def __init__(self, slots: "RequestSlots", key: str) -> None:
+        self.slots = slots
+        self.key = key
         self.held = True
 
 
@@ -29,23 +38,81 @@ _current: ContextVar[_Hold | None] = ContextVar("request_slot", default=None)
 
 
 class RequestSlots:
-    """At most `limit` holders at once, each of which may give its slot up for a while."""
+    """At most `limit` holders at once, each of which may give its slot up for a while.
+
+    Waiters queue per key (a target's name), first come first served within
+    a key; free slots go to the keys with waiters in turn.
+    """
 
     def __init__(self, limit: int) -> None:
-        self._semaphore = asyncio.Semaphore(limit)
+        if limit < 1:
+            msg = f"limit must be at least 1, got {limit}"
+            raise ValueError(msg)
+        self._free = limit
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._turns: deque[str] = deque()  # keys with waiters, next served first
+
+    @property
+    def free(self) -> int:
+        """Slots nobody holds."""
+        return self._free
+
+    def waiting(self, key: str) -> int:
+        """Holders of `key` queueing for a slot."""
+        return sum(1 for future in self._waiters.get(key, ()) if not future.done())
+
+    async def acquire(self, key: str = "") -> None:
+        """Wait for a slot, queued under `key`."""
+        if self._free > 0 and not self._turns:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiters.get(key)
+        if queue is None:
+            queue = self._waiters[key] = deque()
+            self._turns.append(key)
+        queue.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot as it was cancelled: pass it on
+            else:
+                future.cancel()  # skipped by `release`; dropped there
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the next key in turn that has a waiter, else to the pool."""
+        while self._turns:
+            key = self._turns.popleft()
+            queue = self._waiters[key]
+            while queue and queue[0].done():  # cancelled while waiting
+                queue.popleft()
+            if not queue:
+                del self._waiters[key]
+                continue
+            queue.popleft().set_result(None)
+            while queue and queue[0].done():
+                queue.popleft()
+            if queue:
+                self._turns.append(key)  # its next waiter, after the other keys'
+            else:
+                del self._waiters[key]
+            return
+        self._free += 1
 
     @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Hold a slot for the block (waiting for one first)."""
-        await self._semaphore.acquire()
-        hold = _Hold(self._semaphore)
+    async def hold(self, key: str = "") -> AsyncIterator[None]:
+        """Hold a slot for the block (waiting for one first), queued under `key`."""
+        await self.acquire(key)
+        hold = _Hold(self, key)
         token = _current.set(hold)
         try:
             yield
         finally:
             _current.reset(token)
             if hold.held:  # not when cancelled while queueing to take it back
-                self._semaphore.release()
+                self.release()
 
 
 @contextlib.asynccontextmanager
@@ -56,9 +123,9 @@ async def slot_given_up() -> AsyncIterator[None]:
         yield
         return
     hold.held = False
-    hold.semaphore.release()
+    hold.slots.release()
     try:
         yield
     finally:
-        await hold.semaphore.acquire()
+        await hold.slots.acquire(hold.key)
         hold.held = True

@@ -7,6 +7,9 @@ from exporter.errors import ErrorKind
 from exporter.jobs.tree import JobTree
 
 ERROR_KINDS = tuple(ErrorKind)
+# The name of the one target that settings without `targets` form
+# (`exporter.settings.targets.IMPLICIT_TARGET`).
+DEFAULT_TARGET = "default"
 
 
 def ended_at(end_ns: int | None, now: float) -> float:
@@ -44,6 +47,9 @@ class JobState:
     # job the API no longer knows is polled ever more rarely, then dropped).
     streak: int = 0
     vanished_at: float | None = None
+    # Where the job lives: the target that watches it, and that target's project.
+    target: str = DEFAULT_TARGET
+    project_id: str = ""
 
     @property
     def finished(self) -> bool:

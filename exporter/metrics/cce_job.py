@@ -101,10 +101,13 @@ def _seconds(nanos: int) -> str:
     return _go_float(nanos / 1_000_000_000)
 
 
-def render_job(state: JobState, project_id: str) -> tuple[bytes, ...]:
-    """Render every series of one watched job: one chunk per family, in the order of FAMILIES."""
+def render_job(state: JobState) -> tuple[bytes, ...]:
+    """Render every series of one watched job: one chunk per family, in the order of FAMILIES.
+
+    Its `project_id` is the job's own, its target's project.
+    """
     lines: dict[Family, list[str]] = {family: [] for family in FAMILIES}
-    p = _escape(project_id)
+    p = _escape(state.project_id)
     root_id = _escape(state.job_id)
     if state.tree is not None:
         for node in state.tree.nodes:

@@ -107,8 +107,7 @@ class Renderer:
     its own but that tuple's reference and the registry's few lines.
     """
 
-    def __init__(self, project_id: str, registry: CollectorRegistry) -> None:
-        self._project_id = project_id
+    def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         self._cache: dict[str, RenderedJob] = {}
         self._parts: dict[tuple[bool, bool], _JobPart] = {}
@@ -119,7 +118,7 @@ class Renderer:
         for state in states:
             rendered = cache.get(state.job_id)
             if rendered is None or rendered.state is not state:
-                rendered = RenderedJob(state, render_job(state, self._project_id))
+                rendered = RenderedJob(state, render_job(state))
             fresh[state.job_id] = rendered
         self._cache = fresh
         return list(fresh.values())

@@ -5,6 +5,10 @@ Every `discover_interval` the job list is read; a job created within
 watch list once. A job the list already shows finished, with everything the
 metrics need, is stored from the list as it is: it costs no v3 request. A
 failed read changes nothing.
+
+Each target that discovers has a Discovery of its own, reading its project's
+list through its own client: a target whose list cannot be read holds back
+no other's.
 """
 
 import asyncio
@@ -17,10 +21,10 @@ from typing import Protocol
 
 from exporter.errors import ApiError
 from exporter.jobs.ids import is_valid_id
-from exporter.jobs.state import JobState, ended_at
+from exporter.jobs.state import DEFAULT_TARGET, JobState, ended_at
 from exporter.jobs.tree import InvalidJobError
 from exporter.jobs.v2 import ListedJob
-from exporter.logs import event
+from exporter.logs import about_target, event
 from exporter.metrics.cce_exporter import Instruments
 from exporter.watch.watchlist import Outcome, Route, WatchList
 
@@ -46,6 +50,7 @@ class DiscoverySettings:
     # Seconds a finished job keeps its series: a job listed as finished longer
     # ago than this is not watched at all.
     finished_retention: float = 3600.0
+    target: str = DEFAULT_TARGET  # whose project this is: the jobs found are its
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,10 @@ class Discovery:
 
     async def refresh(self) -> Pass:
         """Read the job list once and act on it."""
+        with about_target(self._settings.target):
+            return await self._refresh()
+
+    async def _refresh(self) -> Pass:
         try:
             listed = await self._lister.list_jobs(self._settings.project_id)
         except ApiError as exc:
@@ -124,7 +133,9 @@ class Discovery:
             self._done.add(job_id)
         # An invalid ID is counted once while the list shows it.
         if invalid - self._invalid:
-            self._watchlist.add(Route.DISCOVERY, sorted(invalid - self._invalid))
+            self._watchlist.add(
+                Route.DISCOVERY, sorted(invalid - self._invalid), self._settings.target
+            )
         self._invalid = invalid
         self._done &= present
         event(
@@ -156,19 +167,21 @@ class Discovery:
         None when the job ended too long ago to be watched at all.
         """
         if not job.finished:
-            return self._watchlist.add(Route.DISCOVERY, [job_id]), False
+            return self._watchlist.add(Route.DISCOVERY, [job_id], self._settings.target), False
         # The same rule as a job polled finished at its first read: retention
         # counts from its end, and a job past it is not watched at all.
         ended = ended_at(job.completed_ns, now)
         if ended + self._settings.finished_retention <= now:
             return None
-        state = self._finished_state(job, job_id, now, ended)
+        state = self._finished_state(job, job_id, now, ended, self._settings)
         if state is None:
-            return self._watchlist.add(Route.DISCOVERY, [job_id]), False
+            return self._watchlist.add(Route.DISCOVERY, [job_id], self._settings.target), False
         return self._watchlist.adopt(Route.DISCOVERY, state), True
 
     @staticmethod
-    def _finished_state(job: ListedJob, job_id: str, now: float, ended: float) -> JobState | None:
+    def _finished_state(
+        job: ListedJob, job_id: str, now: float, ended: float, settings: DiscoverySettings
+    ) -> JobState | None:
         """Build the state of a job listed finished, if the list says all the metrics need."""
         try:
             tree = job.tree()
@@ -179,4 +192,5 @@ class Discovery:
             return None
         if root.updated_ns is None:
             return None
-        return replace(JobState(job_id).succeeded(tree, now), finished_at=ended)
+        state = JobState(job_id, target=settings.target, project_id=settings.project_id)
+        return replace(state.succeeded(tree, now), finished_at=ended)

@@ -314,7 +314,7 @@ async def client(
     aiohttp_client: AiohttpClient, instruments: Instruments, example_job: dict[str, Any]
 ) -> TestClient[Any, Any]:
     """The real HTTP app over the test store, its status views at NOW."""
-    renderer = Renderer("p1", instruments.registry)
+    renderer = Renderer(instruments.registry)
     # The views' clock stands still at NOW: ages and stuck jobs are as in the other tests.
     views = StatusViews(clock=lambda: NOW)
     context = WebContext(_store(example_job), renderer, lambda: True, "p1", views)

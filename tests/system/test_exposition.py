@@ -41,7 +41,7 @@ def test_example_gives_exactly_the_spec_series(
     example_job: dict[str, Any], instruments: Instruments
 ) -> None:
     """The API page's example renders every job-tree and polling series with exact values."""
-    text = Renderer(PROJECT_ID, instruments.registry).render([_state(example_job)]).decode()
+    text = Renderer(instruments.registry).render([_state(example_job)]).decode()
     series = parse_series(text)
     p = PROJECT_ID
     jobs = {k: v for k, v in series.items() if k[0].startswith("cce_job_")}
@@ -107,38 +107,38 @@ def test_reason_and_failed_polls_are_rendered(example_job: dict[str, Any]) -> No
     state = (
         _state(example_job).failed(ErrorKind.TIMEOUT, "t", 3.0).failed(ErrorKind.TIMEOUT, "t", 4.0)
     )
-    series = parse_series(render_job(state, "p")[FAMILIES.index(Family.REASON)].decode())
+    series = parse_series(render_job(state)[FAMILIES.index(Family.REASON)].decode())
     ((_name, label_set), value), *rest = series.items()
     assert rest == []
     assert value == 1.0
     reason = dict(label_set)["reason"]
     assert reason.startswith('bad "quote"\\ x')
     assert len(reason) == 200
-    errors = parse_series(render_job(state, "p")[FAMILIES.index(Family.POLL_ERRORS)].decode())
+    errors = parse_series(render_job(state)[FAMILIES.index(Family.POLL_ERRORS)].decode())
     assert errors[("cce_job_poll_errors_total", labels(
         project_id="p", job_id=ROOT, error="timeout"))] == 2.0  # fmt: skip
-    success = render_job(state, "p")[FAMILIES.index(Family.POLL_SUCCESS)].decode()
+    success = render_job(state)[FAMILIES.index(Family.POLL_SUCCESS)].decode()
     assert success.endswith("} 0.0\n")
 
 
 def test_unknown_phase_gets_its_own_series() -> None:
     """A phase outside the four is exported as its own series with value 1."""
     state = JobState("j").succeeded(flatten({"status": {"phase": "Paused"}}, "j"), 1.0)
-    series = parse_series(render_job(state, "p")[FAMILIES.index(Family.PHASE)].decode())
+    series = parse_series(render_job(state)[FAMILIES.index(Family.PHASE)].decode())
     phases = {dict(k[1])["phase"]: v for k, v in series.items()}
     assert phases == {"Initializing": 0, "Running": 0, "Success": 0, "Failed": 0, "Paused": 1}
 
 
 def test_unpolled_job_has_only_its_error_counters() -> None:
     """Before its first poll a watched job shows zeroed error counters and nothing else."""
-    series = parse_series(Renderer("p", CollectorRegistry()).render([JobState("j")]).decode())
+    series = parse_series(Renderer(CollectorRegistry()).render([JobState("j")]).decode())
     assert {name for name, _ in series} == {"cce_job_poll_errors_total"}
     assert set(series.values()) == {0.0}
 
 
 def test_dropped_job_leaves_no_series(example_job: dict[str, Any]) -> None:
     """A job that is no longer passed to the renderer leaves no series behind."""
-    renderer = Renderer("p", CollectorRegistry())
+    renderer = Renderer(CollectorRegistry())
     other = JobState("other-job").succeeded(flatten({"status": {"phase": "Running"}}, "x"), 1.0)
     assert ROOT in renderer.render([_state(example_job), other]).decode()
     text = renderer.render([other]).decode()
@@ -152,12 +152,12 @@ def test_cached_rendering_follows_new_states(
     """A new state of a job is rendered anew; the same state is served from the cache."""
     rendered: list[JobState] = []
 
-    def counting_render_job(state: JobState, project_id: str) -> tuple[bytes, ...]:
+    def counting_render_job(state: JobState) -> tuple[bytes, ...]:
         rendered.append(state)
-        return render_job(state, project_id)
+        return render_job(state)
 
     monkeypatch.setattr(exposition, "render_job", counting_render_job)
-    renderer = Renderer("p", CollectorRegistry())
+    renderer = Renderer(CollectorRegistry())
     first = _state(example_job)
     parts = renderer.render_parts([first])
     again = renderer.render_parts([first])
@@ -268,13 +268,13 @@ def test_output_is_byte_identical_to_prometheus_client(example_job: dict[str, An
     registry = CollectorRegistry()
     registry.register(_Reference(states, "proj"))
     reference = generate_latest(registry).decode()
-    ours = _job_part(Renderer("proj", CollectorRegistry()).render(states).decode())
+    ours = _job_part(Renderer(CollectorRegistry()).render(states).decode())
     assert ours == reference
 
 
 def test_openmetrics_and_gzip_forms(example_job: dict[str, Any], instruments: Instruments) -> None:
     """OpenMetrics output parses with the OpenMetrics parser; gzip output decompresses to text."""
-    renderer = Renderer("p", instruments.registry)
+    renderer = Renderer(instruments.registry)
     state = _state(example_job)
     om = renderer.render([state], openmetrics=True).decode()
     assert om.endswith("# EOF\n")
@@ -304,7 +304,7 @@ def test_promtool_accepts_the_exposition(
     instruments.parse_errors.labels("metadata.uid").inc()
     failed = {**example_job, "status": {"phase": "Failed", "reason": "quota exceeded"}}
     states = [_state(example_job), JobState("j2").succeeded(flatten(failed, "j2"), 1.0)]
-    text = Renderer("p", instruments.registry).render(states).decode()
+    text = Renderer(instruments.registry).render(states).decode()
     result = subprocess.run(  # noqa: S603 - a fixed program on our own output
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )

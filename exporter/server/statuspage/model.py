@@ -117,6 +117,8 @@ def job_json(state: JobState, now: float) -> dict[str, Any]:
     nodes = state.tree.nodes if state.tree is not None else ()
     return {
         "job_id": state.job_id,
+        "target": state.target,
+        "project_id": state.project_id,
         "polls": state.polls,
         "last_poll_ok": state.last_ok if state.polls else None,
         "last_success": iso_time(state.last_success),
@@ -145,6 +147,7 @@ class Filters:
     type: tuple[str, ...] = ()
     cluster: tuple[str, ...] = ()
     q: str = ""
+    target: tuple[str, ...] = ()
 
     @classmethod
     def from_query(cls, query: Mapping[str, Sequence[str]]) -> "Filters":
@@ -155,11 +158,13 @@ class Filters:
             type=_values(query, "type"),
             cluster=_values(query, "cluster"),
             q=q[0].lower() if q else "",
+            target=_values(query, "target"),
         )
 
     def pairs(self) -> list[tuple[str, str]]:
         """Return the filters as query-string pairs, to keep them in links."""
-        pairs = [("phase", value) for value in self.phase]
+        pairs = [("target", value) for value in self.target]
+        pairs += [("phase", value) for value in self.phase]
         pairs += [("type", value) for value in self.type]
         pairs += [("cluster", value) for value in self.cluster]
         if self.q:
@@ -169,11 +174,12 @@ class Filters:
     def matches(self, state: JobState) -> bool:
         """Tell whether the job passes every filter."""
         root = state.tree.root if state.tree is not None else None
-        if self.phase and (root is None or (root.phase or "").lower() not in self.phase):
-            return False
-        if self.type and (root is None or root.job_type not in self.type):
-            return False
-        if self.cluster and (root is None or root.cluster_id not in self.cluster):
+        if (
+            (self.target and state.target not in self.target)
+            or (self.phase and (root is None or (root.phase or "").lower() not in self.phase))
+            or (self.type and (root is None or root.job_type not in self.type))
+            or (self.cluster and (root is None or root.cluster_id not in self.cluster))
+        ):
             return False
         if self.q:
             if self.q in state.job_id.lower():
@@ -196,6 +202,14 @@ def _created(state: JobState) -> float:
     return float("inf")
 
 
+def targets_of(states: Iterable[JobState]) -> dict[str, int]:
+    """Count the jobs of each target, by name."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.target] = counts.get(state.target, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def ordered(states: Iterable[JobState], now: float) -> list[tuple[Group, JobState]]:
     """Return the jobs with their groups, problems first, newest first within a group."""
     grouped = [(group_of(state, now), state) for state in states]
@@ -206,9 +220,11 @@ def jobs_json(
     states: Iterable[JobState], project_id: str, now: float, filters: Filters = NO_FILTERS
 ) -> dict[str, Any]:
     """Build the whole JSON document of `/api/v1/jobs`."""
+    states = list(states)
     return {
         "project_id": project_id,
         "generated_at": iso_time(now),
+        "targets": targets_of(states),
         "jobs": [
             job_json(state, now) for _, state in ordered(states, now) if filters.matches(state)
         ],
