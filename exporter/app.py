@@ -7,6 +7,7 @@ import re
 import signal
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,10 @@ from exporter.cce.ratelimit import RateLimiter
 from exporter.cce.targets import target_auth, target_client
 from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
+from exporter.metrics.cce_cluster import ClusterCollector
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
+from exporter.metrics.history import JobHistory
 from exporter.scheduler import PollSettings, PollTarget, Scheduler
 from exporter.server import adminapi
 from exporter.server.connections import ConnectionGuard, GuardedSite, Limits
@@ -31,6 +34,7 @@ from exporter.server.webconfig.live import LiveWebConfig, secure
 from exporter.settings.load import ConfigError, Problem
 from exporter.settings.model import Settings, split_host_port
 from exporter.settings.resolved import Target, resolve_targets
+from exporter.watch.clusters import ClusterRefresher, ClusterRefreshSettings
 from exporter.watch.discovery import Discovery, DiscoverySettings, JobLister
 from exporter.watch.jobsfile import JobsFile
 from exporter.watch.sharding import Shard
@@ -63,6 +67,7 @@ class Exporter:
     jobs_file: JobsFile | None = None
     discoveries: tuple[Discovery, ...] = ()  # one per target that discovers
     targets: tuple[Target, ...] = ()
+    clusters: tuple[ClusterRefresher, ...] = ()  # one per target
     started: _Latch = field(default_factory=_Latch, repr=False)
 
     @property
@@ -88,6 +93,7 @@ class Exporter:
         if self.jobs_file is not None:
             loops.append(self.jobs_file.run())
         loops += [discovery.run() for discovery in self.discoveries]
+        loops += [clusters.run() for clusters in self.clusters]
         return loops
 
 
@@ -159,6 +165,10 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
             )
             clients[target.name] = target_client(target, session, view)
         store = JobStore()
+        # One history for every target: each job counts under its own project_id.
+        history = JobHistory(
+            instruments.registry, started=time.time(), retention=settings.finished_retention
+        )
         scheduler = Scheduler(
             [PollTarget(t.name, t.project_id, clients[t.name]) for t in targets],
             store,
@@ -170,6 +180,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 finished_retention=settings.finished_retention,
                 jitter=min(1.0, settings.poll_interval / 10),
             ),
+            history=history,
         )
         watchlist = WatchList(scheduler, instruments, shard=shard, max_jobs=settings.max_jobs)
         for target in targets:
@@ -183,6 +194,21 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
             for target in targets
             if target.discover
         )
+        clusters = tuple(
+            ClusterRefresher(
+                clients[target.name],
+                instruments,
+                ClusterRefreshSettings(
+                    target.project_id,
+                    interval=settings.cluster_refresh_interval,
+                    target=target.name,
+                ),
+            )
+            for target in targets
+        )
+        instruments.registry.register(
+            ClusterCollector({c.project_id: c.current for c in clusters})
+        )
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
         try:
             yield Exporter(
@@ -195,6 +221,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 jobs_file,
                 discoveries,
                 targets,
+                clusters,
             )
         finally:
             await scheduler.stop()
@@ -213,6 +240,8 @@ async def run_once(settings: Settings) -> int:
                 hint="set job_ids, job_ids_file or discover to choose the jobs to poll",
             )
         await ex.scheduler.poll_due(jitter=False)
+        # Cluster names and phases: they do not decide the exit status.
+        await asyncio.gather(*(clusters.refresh() for clusters in ex.clusters))
         sys.stdout.buffer.write(ex.renderer.render(ex.store))
         sys.stdout.flush()
         return 0 if listed and all(state.last_ok for state in ex.store) else 1

@@ -44,6 +44,7 @@ _HELP = {
     "max_jobs": "most jobs watched at once",
     "shard_count": "number of exporters sharing the jobs",
     "shard_index": "this exporter's share, 0..shard_count-1, or auto (from the host name)",
+    "cluster_refresh_interval": "seconds between two reads of the cluster lists",
 }
 
 

@@ -34,6 +34,7 @@ from exporter.jobs.state import DEFAULT_TARGET, JobState, JobStore
 from exporter.jobs.tree import JobTree
 from exporter.logs import about_target, crash, event
 from exporter.metrics.cce_exporter import Instruments
+from exporter.metrics.history import JobHistory
 from exporter.watch.polling import JobReader, PollSettings, PollTarget, Slot, next_delay
 
 __all__ = ["JobReader", "PollSettings", "PollTarget", "Scheduler", "next_delay"]
@@ -62,6 +63,7 @@ class Scheduler:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        history: JobHistory | None = None,
     ) -> None:
         if isinstance(reader, Sequence):
             targets: Sequence[PollTarget] = reader
@@ -71,6 +73,7 @@ class Scheduler:
             msg = "no target to poll"
             raise ValueError(msg)
         self._targets = {target.name: target for target in targets}
+        self._history = history  # told of every change of state: it counts the jobs that end
         self._store = store
         self._instruments = instruments
         self._settings = settings
@@ -421,7 +424,9 @@ class Scheduler:
             event(log, logging.DEBUG, "job_poll_failed", job_id=job_id, error=exc.kind.value)
 
     def _tally(self, before: JobState | None, after: JobState | None) -> None:
-        """Keep cce_exporter_watched_jobs up to date as one job's state changes."""
+        """Keep cce_exporter_watched_jobs and the history up to date as one job's state changes."""
+        if self._history is not None:
+            self._history.observe(before, after)
         for state, change in ((before, -1), (after, 1)):
             if state is not None:
                 phase = "finished" if state.finished else "active"

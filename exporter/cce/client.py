@@ -27,6 +27,7 @@ from exporter.cce.transport import (
     parse_retry_after,
 )
 from exporter.errors import ApiError, ErrorKind
+from exporter.jobs.clusters import ClusterKind, ClusterList, ClusterListError, read_clusters
 from exporter.jobs.decode import body_text, loads
 from exporter.jobs.ids import check_id
 from exporter.jobs.tree import InvalidJobError, JobTree, flatten
@@ -125,6 +126,27 @@ class CCEClient:
                 ignored=ignored,
             )
         return listed
+
+    def clusters_url(self, project_id: str, kind: ClusterKind = ClusterKind.CCE) -> URL:
+        """Build the URL of the project's cluster list, CCE or Autopilot; the ID is checked."""
+        project = quote(check_id(project_id), safe="")
+        root = "autopilot" if kind is ClusterKind.AUTOPILOT else "api"
+        path = f"{self._endpoint.path.rstrip('/')}/{root}/v3/projects/{project}/clusters"
+        return self._endpoint.with_path(path, encoded=True)
+
+    async def list_clusters(
+        self, project_id: str, kind: ClusterKind = ClusterKind.CCE
+    ) -> ClusterList:
+        """Read the project's clusters of one kind; raise ApiError on any failure."""
+        # Each kind is an action of its own to the gate: a refusal of one holds back no other.
+        autopilot = kind is ClusterKind.AUTOPILOT
+        operation = "list_autopilot_clusters" if autopilot else "list_clusters"
+        action = "cce:cluster:list (autopilot)" if autopilot else "cce:cluster:list"
+        answer = await self._get(self.clusters_url(project_id, kind), operation, action)
+        try:
+            return _decoded(answer, lambda data: read_clusters(data, kind))
+        except ClusterListError as exc:
+            raise _invalid(answer, str(exc)) from None
 
     async def _get(
         self, url: URL, operation: str, action: str, *, max_bytes: int = MAX_BODY_BYTES

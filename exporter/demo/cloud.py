@@ -1,7 +1,10 @@
 """A simulated CCE API whose jobs start, progress and finish on their own.
 
 `--demo` serves it on loopback and points the real client at it, so the demo
-exercises every layer of the exporter except the cloud itself.
+exercises every layer of the exporter except the cloud itself. Its project
+has a few named clusters of both kinds (CCE and Autopilot), one of them
+`Unavailable`; its jobs run on the CCE clusters, and some of them fail now
+and then, a step failing.
 """
 
 import time
@@ -22,11 +25,19 @@ _INIT_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """A sub-job of a template: its type, how long it runs, whether it fails."""
+    """A sub-job of a template: its type, how long it runs, why it fails and how often.
+
+    It fails in the first job of its template, and then in every `fails_every`-th.
+    """
 
     job_type: str
     seconds: float
     fails_with: str = ""
+    fails_every: int = 1
+
+    def fails(self, occurrence: int) -> bool:
+        """Tell whether the step fails in the `occurrence`-th job of its template (from 0)."""
+        return bool(self.fails_with) and occurrence % self.fails_every == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +55,14 @@ TEMPLATES = (
         "demo-cluster",
         (Step("CreatePSMCert", 6), Step("InstallMaster", 90), Step("InstallAddons", 30)),
     ),
-    Template("CreateNode", "demo-node", (Step("CreateServer", 40), Step("InstallNode", 50))),
+    Template(
+        "CreateNode",
+        "demo-node",
+        (
+            Step("CreateServer", 40),
+            Step("InstallNode", 50, fails_with="Node installation timed out", fails_every=3),
+        ),
+    ),
     Template(
         "ScaleupCluster",
         "demo-scaleup",
@@ -54,14 +72,64 @@ TEMPLATES = (
                 "InstallNode",
                 45,
                 fails_with="Something bad happened at server, recycle resource",
+                fails_every=2,
             ),
         ),
     ),
     Template("DeleteNode", "demo-node-old", (Step("DrainNode", 20), Step("DeleteServer", 25))),
     Template(
-        "UpgradeCluster", "demo-cluster", (Step("UpgradeMaster", 80), Step("UpgradeNodes", 70))
+        "UpgradeCluster",
+        "demo-cluster",
+        (
+            Step("UpgradeMaster", 80),
+            Step("UpgradeNodes", 70, fails_with="Node drain did not finish", fails_every=4),
+        ),
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCluster:
+    """A cluster of the simulated project, as the cluster lists show it."""
+
+    name: str
+    kind: str  # cce or autopilot: which list shows it
+    phase: str
+    category: str = "CCE"
+    cluster_type: str = "VirtualMachine"
+    flavor: str = "cce.s2.small"
+    version: str = "v1.29"
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster's ID (`metadata.uid`), the `clusterUID` of its jobs."""
+        return str(uuid.uuid5(_NAMESPACE, f"cluster/{self.name}"))
+
+    def to_api(self) -> dict[str, Any]:
+        """Render the cluster as an item of its cluster list."""
+        return {
+            "kind": "Cluster",
+            "apiVersion": "v3",
+            "metadata": {"name": self.name, "uid": self.cluster_id, "alias": ""},
+            "spec": {
+                "category": self.category,
+                "type": self.cluster_type,
+                "flavor": self.flavor,
+                "version": self.version,
+            },
+            "status": {"phase": self.phase},
+        }
+
+
+CLUSTERS = (
+    DemoCluster("prod-eu", "cce", "Available", flavor="cce.s2.large"),
+    DemoCluster("staging", "cce", "Available", category="Turbo", version="v1.28"),
+    DemoCluster("edge-arm", "cce", "Unavailable", cluster_type="ARM64", flavor="cce.s1.small"),
+    DemoCluster("serverless-web", "autopilot", "Available", flavor="cce.autopilot.cluster"),
+    DemoCluster("serverless-batch", "autopilot", "Hibernation", flavor="cce.autopilot.cluster"),
+)
+# The demo's jobs run on its CCE clusters, one after another.
+_JOB_CLUSTERS = tuple(cluster for cluster in CLUSTERS if cluster.kind == "cce")
 
 
 def go_time(moment: float) -> str:
@@ -79,6 +147,8 @@ class DemoJob:
     template: Template
     started: float
     cluster_id: str
+    # Which job of its template this is (from 0): it decides whether a step fails.
+    occurrence: int = 0
 
     def to_api(self, now: float) -> dict[str, Any]:
         """Render the job as the v3 API would answer at `now`."""
@@ -95,9 +165,10 @@ class DemoJob:
             elif now < step_end:
                 phase, updated = "Running", step_start
             else:
-                phase, updated = ("Failed" if step.fails_with else "Success"), step_end
+                fails = step.fails(self.occurrence)
+                phase, updated = ("Failed" if fails else "Success"), step_end
                 root_updated = step_end
-                if step.fails_with:
+                if fails:
                     failed, reason = True, step.fails_with
             sub_jobs.append(
                 {
@@ -173,7 +244,6 @@ class DemoCloud:
         self._epoch = clock()
         self._initial = initial_jobs
         self._arrival = arrival
-        self._cluster_id = str(uuid.uuid5(_NAMESPACE, "cluster"))
         self._made: dict[str, DemoJob] = {}
 
     def _job(self, index: int) -> DemoJob:
@@ -185,7 +255,8 @@ class DemoCloud:
             job_id=str(uuid.uuid5(_NAMESPACE, f"job/{index}")),
             template=TEMPLATES[index % len(TEMPLATES)],
             started=started,
-            cluster_id=self._cluster_id,
+            cluster_id=_JOB_CLUSTERS[index % len(_JOB_CLUSTERS)].cluster_id,
+            occurrence=index // len(TEMPLATES),
         )
 
     def jobs(self) -> list[DemoJob]:
@@ -241,10 +312,29 @@ async def _list_jobs(request: web.Request) -> web.Response:
     return web.json_response(listed)
 
 
+async def _list_clusters(request: web.Request, kind: str) -> web.Response:
+    if request.headers.get("X-Auth-Token") != DEMO_TOKEN:
+        return _error(401, "CCE.01401001", "Authorization failed")
+    if request.match_info["project_id"] != DEMO_PROJECT_ID:
+        return _error(403, "CCE.01403001", "Forbidden")
+    items = [cluster.to_api() for cluster in CLUSTERS if cluster.kind == kind]
+    return web.json_response({"kind": "Cluster", "apiVersion": "v3", "items": items})
+
+
+async def _list_cce_clusters(request: web.Request) -> web.Response:
+    return await _list_clusters(request, "cce")
+
+
+async def _list_autopilot_clusters(request: web.Request) -> web.Response:
+    return await _list_clusters(request, "autopilot")
+
+
 def create_demo_app(cloud: DemoCloud) -> web.Application:
-    """Build the simulated API: the v3 job and the v2 job list."""
+    """Build the simulated API: the v3 job, the v2 job list, the two cluster lists."""
     app = web.Application()
     app[_CLOUD] = cloud
     app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", _show_job)
     app.router.add_get("/api/v2/projects/{project_id}/jobs", _list_jobs)
+    app.router.add_get("/api/v3/projects/{project_id}/clusters", _list_cce_clusters)
+    app.router.add_get("/autopilot/v3/projects/{project_id}/clusters", _list_autopilot_clusters)
     return app

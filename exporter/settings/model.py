@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     max_jobs: int = Field(default=10000, ge=1)
     shard_count: int = Field(default=1, ge=1, le=10000)
     shard_index: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+    # The clusters jobs run on (names, phases): read on their own interval.
+    cluster_refresh_interval: float = Field(default=300.0, gt=0)
 
     @field_validator("region")
     @classmethod

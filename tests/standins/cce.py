@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from exporter.cce.transport import MAX_BODY_BYTES
+from tests.standins.clusters import FakeClusters
 from tests.standins.jobs import CREATED, as_v2, deep_job_body, job_object, v3_job, wide_job
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
@@ -78,6 +79,7 @@ class FakeCCE:
         self.on_request: Callable[[web.Request], None] | None = None
         # Picks a fault for a request of a job without a fixed one (None: answer well).
         self.chooser: Callable[[str], Fault | None] | None = None
+        self.clusters = FakeClusters()  # the cluster lists, CCE and Autopilot: empty at first
 
     def add_job(
         self,
@@ -169,6 +171,7 @@ class FakeCCE:
         app = web.Application()
         app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", self.show_job)
         app.router.add_get("/api/v2/projects/{project_id}/jobs", self.list_jobs)
+        self.clusters.add_routes(app, self._refusal)
         return app
 
 

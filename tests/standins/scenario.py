@@ -3,6 +3,12 @@
 The end-to-end and browser tests run the real exporter as a subprocess
 against this scenario's stand-in CCE API, and let Alertmanager notify the
 webhook; both are served from a thread while the test waits on the programs.
+
+The API also lists three named clusters (one `Unavailable`, one Autopilot),
+and serves MOVING_JOBS for the tests that watch them too: each answers
+Running to its first read and has ended (one Success, one Failed with failed
+steps) from its second read on, so that the exporter sees it end and counts
+it in its history.
 """
 
 import json
@@ -17,6 +23,7 @@ from aiohttp import web
 
 from tests.standins.cce import PROJECT_ID, FakeCCE, Fault
 from tests.standins.jobs import job_object
+from tests.standins.lifecycle import Lifecycle
 from tests.standins.processes import serving_in_thread
 
 CLUSTER_A = "4d1ecb2c-229a-11e8-9c75-0255ac100ceb"
@@ -31,6 +38,21 @@ THROTTLED_JOB = "job-throttled-1"
 DONE_JOB = "job-done-1"
 RUNNING_JOB = "job-running-1"
 SCENARIO_JOBS = (FAILED_JOB, STUCK_JOB, FAILING_JOB, THROTTLED_JOB, DONE_JOB, RUNNING_JOB)
+
+# The clusters the API lists: (ID, name, kind, phase).
+CLUSTER_AUTOPILOT = "a7f3c2e1-5b4d-4c3a-9e8f-0255ac100a01"
+CLUSTERS = (
+    (CLUSTER_A, "prod-eu", "cce", "Available"),
+    (CLUSTER_B, "edge", "cce", "Unavailable"),
+    (CLUSTER_AUTOPILOT, "serverless", "autopilot", "Available"),
+)
+
+# Jobs that end while watched: Running at their first read, ended from the second.
+SUCCEEDING_JOB = "job-moving-ok-1"
+FAILING_STEPS_JOB = "job-moving-failed-1"
+MOVING_JOBS = (SUCCEEDING_JOB, FAILING_STEPS_JOB)
+# How long the moving jobs had been running when the scenario began.
+MOVING_AGE = 600.0
 
 
 def _job(
@@ -126,8 +148,30 @@ def scenario_api() -> FakeCCE:
             headers=json_body,
         ),
     }
-    # The jobs are built again for every request: their ages are kept as the clock moves.
-    api.on_request = lambda _request: api.jobs.update(readable_jobs(time.time()))
+    for cluster_id, name, kind, phase in CLUSTERS:
+        api.clusters.add(cluster_id, name, kind=kind, phase=phase)
+    moving = Lifecycle(api, time.time)
+    started = time.time() - MOVING_AGE
+    moving.start(SUCCEEDING_JOB, job_type="CreateNode", cluster=CLUSTER_A, created=started)
+    moving.start(
+        FAILING_STEPS_JOB,
+        job_type="ScaleupCluster",
+        cluster=CLUSTER_B,
+        steps=("CreateServer", "InstallNode", "InstallAddons"),
+        created=started,
+    )
+
+    def on_request(request: web.Request) -> None:
+        # The jobs are built again for every request: their ages are kept as the clock moves.
+        api.jobs.update(readable_jobs(time.time()))
+        job_id = request.match_info["job_id"]
+        if job_id in MOVING_JOBS and api.requests[job_id] == 2:
+            if job_id == SUCCEEDING_JOB:
+                moving.succeed(job_id)
+            else:
+                moving.fail(job_id, failed_steps=(1, 2))
+
+    api.on_request = on_request
     return api
 
 

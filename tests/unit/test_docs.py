@@ -3,8 +3,11 @@ from pathlib import Path
 
 import pytest
 
+from exporter.jobs.clusters import EMPTY_DIRECTORY
+from exporter.metrics.cce_cluster import ClusterCollector
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.cce_job import FAMILIES
+from exporter.metrics.history import JobHistory
 from exporter.settings.load import load_settings
 from exporter.settings.model import Settings
 
@@ -44,9 +47,12 @@ def _metric_rows() -> list[dict[str, str]]:
 
 def _served_metrics() -> list[str]:
     """The exposed names of every cce_ metric the exporter serves."""
+    instruments = Instruments()
+    JobHistory(instruments.registry, started=0.0, retention=0.0)
+    instruments.registry.register(ClusterCollector({"p": lambda: EMPTY_DIRECTORY}))
     registry_names = [
         metric.name + ("_total" if metric.type == "counter" else "")
-        for metric in Instruments().registry.collect()
+        for metric in instruments.registry.collect()
         if metric.name.startswith("cce_")
     ]
     return registry_names + [family.value[0] for family in FAMILIES]

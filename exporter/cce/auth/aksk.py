@@ -98,7 +98,7 @@ class AkSkAuth:
         ),
         ErrorKind.FORBIDDEN: (
             "the access key's user lacks permission: grant cce:job:get "
-            "(and cce:job:list for discovery) on project_id"
+            "(and cce:job:list for discovery, cce:cluster:list for cluster names) on project_id"
         ),
     }
 

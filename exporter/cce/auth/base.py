@@ -48,8 +48,8 @@ TOKEN_HINTS: Mapping[ErrorKind, str] = {
         "use AK/SK or IAM settings for credentials that do not expire"
     ),
     ErrorKind.FORBIDDEN: (
-        "the token's user lacks permission: grant cce:job:get (and cce:job:list for discovery) "
-        "on project_id"
+        "the token's user lacks permission: grant cce:job:get (and cce:job:list for discovery, "
+        "cce:cluster:list for cluster names) on project_id"
     ),
 }
 

@@ -54,8 +54,8 @@ IAM_HINTS: Mapping[ErrorKind, str] = {
 CCE_HINTS: Mapping[ErrorKind, str] = {
     ErrorKind.UNAUTHORIZED: "the CCE API refused a fresh IAM token: check project_id and region",
     ErrorKind.FORBIDDEN: (
-        "the IAM user lacks permission: grant cce:job:get (and cce:job:list for discovery) "
-        "on project_id"
+        "the IAM user lacks permission: grant cce:job:get (and cce:job:list for discovery, "
+        "cce:cluster:list for cluster names) on project_id"
     ),
 }
 
