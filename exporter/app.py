@@ -206,9 +206,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
             )
             for target in targets
         )
-        instruments.registry.register(
-            ClusterCollector({c.project_id: c.current for c in clusters})
-        )
+        instruments.registry.register(ClusterCollector({c.project_id: c.current for c in clusters}))
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
         try:
             yield Exporter(
