@@ -82,7 +82,9 @@ class Scheduler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep  # before a request: its jitter, or its interval's end
         # poll_concurrency: a poll gives its slot up while its retries wait.
-        self._requests = RequestSlots(settings.poll_concurrency)
+        # With several targets, each leaves one slot for every other.
+        share = settings.poll_concurrency - (len(self._targets) - 1)
+        self._requests = RequestSlots(settings.poll_concurrency, share=share)
         self._slots: dict[str, Slot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()

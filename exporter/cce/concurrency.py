@@ -11,9 +11,10 @@ for it, and a client used without a scheduler has no slot to give up.
 The slots are shared by every target, fairly: each holder queues under its
 target's name, and when several targets have polls waiting, a slot that
 comes free goes to each target in turn (round robin), not to whichever poll
-asked first. A target whose API hangs can fill every slot only while no
-other target waits: once one does, it gets every other slot that comes free,
-and a slot comes free at the latest when a request times out.
+asked first. No target holds more than its `share`: with several, one slot
+for each other target stays out of its reach, so a target whose API hangs,
+holding every slot it can until its requests time out, leaves the others at
+least that one slot each (when there are at least as many slots as targets).
 """
 
 import asyncio
@@ -41,14 +42,17 @@ class RequestSlots:
     """At most `limit` holders at once, each of which may give its slot up for a while.
 
     Waiters queue per key (a target's name), first come first served within
-    a key; free slots go to the keys with waiters in turn.
+    a key; free slots go to the keys with waiters in turn. One key holds at
+    most `share` slots at once (all of them when None).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, share: int | None = None) -> None:
         if limit < 1:
             msg = f"limit must be at least 1, got {limit}"
             raise ValueError(msg)
         self._free = limit
+        self._share = limit if share is None else max(1, min(share, limit))
+        self._held: dict[str, int] = {}
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._turns: deque[str] = deque()  # keys with waiters, next served first
 
@@ -57,14 +61,19 @@ class RequestSlots:
         """Slots nobody holds."""
         return self._free
 
+    def held(self, key: str) -> int:
+        """Slots that holders of `key` hold."""
+        return self._held.get(key, 0)
+
     def waiting(self, key: str) -> int:
         """Holders of `key` queueing for a slot."""
         return sum(1 for future in self._waiters.get(key, ()) if not future.done())
 
     async def acquire(self, key: str = "") -> None:
         """Wait for a slot, queued under `key`."""
-        if self._free > 0 and not self._turns:
+        if self._free > 0 and key not in self._waiters and self.held(key) < self._share:
             self._free -= 1
+            self._held[key] = self.held(key) + 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._waiters.get(key)
@@ -72,18 +81,28 @@ class RequestSlots:
             queue = self._waiters[key] = deque()
             self._turns.append(key)
         queue.append(future)
+        self._hand_out()  # a slot may be free that only stale waiters kept this key from
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release()  # handed a slot as it was cancelled: pass it on
+                self.release(key)  # handed a slot as it was cancelled: pass it on
             else:
-                future.cancel()  # skipped by `release`; dropped there
+                future.cancel()  # skipped when slots are handed out; dropped there
             raise
 
-    def release(self) -> None:
-        """Give a slot back: to the next key in turn that has a waiter, else to the pool."""
-        while self._turns:
+    def release(self, key: str = "") -> None:
+        """Give back a slot that `key` held: to the next key in turn that may take one."""
+        self._held[key] = self.held(key) - 1
+        if not self._held[key]:
+            del self._held[key]
+        self._free += 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Give free slots to waiting keys in turn, each below its share; the rest stay free."""
+        skipped: list[str] = []  # keys at their share: they keep their turn
+        while self._free and self._turns:
             key = self._turns.popleft()
             queue = self._waiters[key]
             while queue and queue[0].done():  # cancelled while waiting
@@ -91,6 +110,11 @@ class RequestSlots:
             if not queue:
                 del self._waiters[key]
                 continue
+            if self.held(key) >= self._share:
+                skipped.append(key)
+                continue
+            self._free -= 1
+            self._held[key] = self.held(key) + 1
             queue.popleft().set_result(None)
             while queue and queue[0].done():
                 queue.popleft()
@@ -98,8 +122,7 @@ class RequestSlots:
                 self._turns.append(key)  # its next waiter, after the other keys'
             else:
                 del self._waiters[key]
-            return
-        self._free += 1
+        self._turns.extendleft(reversed(skipped))
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str = "") -> AsyncIterator[None]:
@@ -112,7 +135,7 @@ class RequestSlots:
         finally:
             _current.reset(token)
             if hold.held:  # not when cancelled while queueing to take it back
-                self.release()
+                self.release(key)
 
 
 @contextlib.asynccontextmanager
@@ -123,7 +146,7 @@ async def slot_given_up() -> AsyncIterator[None]:
         yield
         return
     hold.held = False
-    hold.slots.release()
+    hold.slots.release(hold.key)
     try:
         yield
     finally:
