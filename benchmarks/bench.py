@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exporter.app import exporter
 from exporter.errors import ApiError, ErrorKind
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import JobTree, flatten
 from exporter.jobs.v2 import ListedJob, read_listing
@@ -482,13 +483,15 @@ class SimCloud:
         self.known_finished = 0  # show_job for a job the exporter knew had finished
         self.found_finished: dict[str, int] = {}  # show_job that found the job ended
 
-    async def list_jobs(self, project_id: str) -> list[ListedJob]:
-        """Answer the job list: every job started by now (CCE keeps them all day)."""
+    async def list_jobs(self, project_id: str, api: Api = Api.CCE) -> list[ListedJob]:
+        """Answer the job list: every job started by now (CCE keeps them all day); all on CCE."""
+        if api is Api.AUTOPILOT:
+            return []
         self.lists += 1
         now = self._clock()
         return read_listing([job.v2(now) for job in self._jobs.values() if job.start <= now])
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
         """Answer one job at the virtual time, and note the request."""
         now = self._clock()
         self.shows.setdefault(job_id, []).append(now)
@@ -501,6 +504,10 @@ class SimCloud:
         if job.phase(now) in ("Success", "Failed"):
             self.found_finished[job_id] = self.found_finished.get(job_id, 0) + 1
         return flatten(job.v3(now), job_id)
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Find every job on CCE."""
+        return Api.CCE, await self.show_job(project_id, job_id)
 
 
 def bench_requests(report: Report, per_day: int, interval: float, discover_every: float) -> None:

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import ssl
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.cce.auth.base import Authenticator
+from exporter.cce.proxy import Proxies
 from exporter.cce.ratelimit import RateLimiter
 from exporter.cce.targets import target_auth, target_client
 from exporter.jobs.state import JobStore
@@ -208,6 +210,9 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
         )
         instruments.registry.register(ClusterCollector({c.project_id: c.current for c in clusters}))
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
+        proxies = Proxies.from_environ(os.environ).describe()
+        if proxies:  # without credentials
+            event(log, logging.INFO, "proxies", **proxies)
         try:
             yield Exporter(
                 settings,

@@ -30,6 +30,7 @@ from typing import Any
 from exporter.cce.auth.gate import AUTH_KINDS
 from exporter.cce.concurrency import RequestSlots
 from exporter.errors import ApiError
+from exporter.jobs.ids import Api
 from exporter.jobs.state import DEFAULT_TARGET, JobState, JobStore
 from exporter.jobs.tree import JobTree
 from exporter.logs import about_target, crash, event
@@ -131,12 +132,17 @@ class Scheduler:
         return frozenset(slot.routes) if slot is not None else frozenset()
 
     def watch(
-        self, job_ids: Iterable[str], route: str = "", target: str | None = None
+        self,
+        job_ids: Iterable[str],
+        route: str = "",
+        target: str | None = None,
+        api: Api | None = None,
     ) -> list[str]:
         """Watch jobs of `target` for `route` (new ones due at once); return the IDs that were new.
 
         `target` may be left out when there is only one. A job watched for
         another target stays that target's, and `route` is not added to it.
+        `api` is the API the jobs live on, when the route knows it.
         """
         poll_target = self._target(target)
         now = self._monotonic()
@@ -146,8 +152,9 @@ class Scheduler:
             if slot is not None:
                 if slot.target is poll_target:
                     slot.routes.add(route)
+                    slot.api = slot.api or api
                 continue
-            self._slots[job_id] = Slot(poll_target, {route}, due=now)
+            self._slots[job_id] = Slot(poll_target, {route}, due=now, api=api)
             state = JobState(job_id, target=poll_target.name, project_id=poll_target.project_id)
             self._store.put(state)
             self._tally(None, state)
@@ -165,7 +172,7 @@ class Scheduler:
         """
         if state.job_id in self._slots:
             return False
-        slot = Slot(self._target(state.target), {route})
+        slot = Slot(self._target(state.target), {route}, api=state.api)
         if state.finished:
             left = self._retention_left(state, self._clock())
             if left <= 0:
@@ -336,12 +343,18 @@ class Scheduler:
             if self._slots.get(job_id) is not slot:  # unwatched while it waited
                 return
             started = self._monotonic()
+            project_id = target.project_id
             with about_target(target.name):
                 try:
-                    tree = await target.reader.show_job(target.project_id, job_id)
+                    if slot.api is None:  # found on one API, it is asked there only
+                        api, tree = await target.reader.find_job(project_id, job_id)
+                    else:
+                        api = slot.api
+                        tree = await target.reader.show_job(project_id, job_id, api)
                 except ApiError as exc:
                     self._record_failure(job_id, slot, exc)
                 else:
+                    slot.api = api
                     self._record_success(job_id, slot, tree)
                 finally:
                     # Even after a bug (an exception other than ApiError), the job
@@ -374,7 +387,7 @@ class Scheduler:
         if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
         now = self._clock()
-        after = before.succeeded(tree, now)
+        after = before.succeeded(tree, now, slot.api)
         for name in tree.parse_errors:
             self._instruments.parse_errors.labels(name).inc()
         if before.failing:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobStore
 from exporter.jobs.tree import JobTree
 from exporter.metrics.cce_exporter import Instruments
@@ -39,10 +40,14 @@ settings.load_profile(
 class NoReads:
     """A job reader for tests that must not poll: any read is a failure."""
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
         """Fail the test."""
         msg = f"no poll expected, yet {job_id} was read"
         raise AssertionError(msg)
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Find every job on CCE."""
+        return Api.CCE, await self.show_job(project_id, job_id)
 
 
 @pytest.fixture
@@ -102,6 +107,14 @@ def parse_series(text: str) -> Series:
 def labels(**kwargs: str) -> frozenset[tuple[str, str]]:
     """Build the label set of a series, for looking it up in parse_series' result."""
     return frozenset(kwargs.items())
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the proxies of the machine running the tests out of every test's requests."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture

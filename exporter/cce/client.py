@@ -14,7 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from yarl import URL
 
 from exporter.cce.auth.base import Authenticator, OutgoingRequest
-from exporter.cce.auth.gate import AuthGate, Ticket
+from exporter.cce.auth.gate import AUTH_KINDS, AuthGate, Ticket
 from exporter.cce.concurrency import slot_given_up
 from exporter.cce.ratelimit import RateLimiter, Sleep
 from exporter.cce.transport import (
@@ -25,11 +25,12 @@ from exporter.cce.transport import (
     error_detail,
     kind_for_status,
     parse_retry_after,
+    refusal_detail,
 )
 from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.clusters import ClusterKind, ClusterList, ClusterListError, read_clusters
 from exporter.jobs.decode import body_text, loads
-from exporter.jobs.ids import check_id
+from exporter.jobs.ids import Api, check_id
 from exporter.jobs.tree import InvalidJobError, JobTree, flatten
 from exporter.jobs.v2 import MAX_LISTED_JOBS, ListedJob, read_list_text
 from exporter.logs import event
@@ -43,6 +44,20 @@ _T = TypeVar("_T")
 # listed jobs of a few KB each. The cap bounds memory: the body, its text and
 # the jobs read from it come to about five times the body at the most.
 MAX_LIST_BODY_BYTES = 64 * 1024 * 1024
+
+# Where each job API's paths begin, beneath the endpoint's own path.
+_PREFIX = {Api.CCE: "/api", Api.AUTOPILOT: "/autopilot"}
+# The operation label (cce_exporter_api_requests_total) and IAM action of a job
+# read and of a job list, on each API. Autopilot's actions are CCE's; they are
+# named apart so that a refusal on one API does not hold back the other.
+_SHOW = {
+    Api.CCE: ("show_job", "cce:job:get"),
+    Api.AUTOPILOT: ("show_autopilot_job", "cce:job:get (Autopilot)"),
+}
+_LIST = {
+    Api.CCE: ("list_jobs", "cce:job:list"),
+    Api.AUTOPILOT: ("list_autopilot_jobs", "cce:job:list (Autopilot)"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,33 +103,68 @@ class CCEClient:
         self._sleep = sleep
         self._clock = clock
 
-    def job_url(self, project_id: str, job_id: str) -> URL:
-        """Build the URL of one job; the IDs are checked and encoded."""
+    def job_url(self, project_id: str, job_id: str, api: Api = Api.CCE) -> URL:
+        """Build the URL of one job on `api`; the IDs are checked and encoded."""
         project = quote(check_id(project_id), safe="")
         job = quote(check_id(job_id), safe="")
-        path = f"{self._endpoint.path.rstrip('/')}/api/v3/projects/{project}/jobs/{job}"
+        path = f"{self._endpoint.path.rstrip('/')}{_PREFIX[api]}/v3/projects/{project}/jobs/{job}"
         return self._endpoint.with_path(path, encoded=True)
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
-        """Read one job and its sub-jobs; raise ApiError on any failure."""
-        answer = await self._get(self.job_url(project_id, job_id), "show_job", "cce:job:get")
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
+        """Read one job and its sub-jobs from `api`; raise ApiError on any failure."""
+        operation, action = _SHOW[api]
+        answer = await self._get(self.job_url(project_id, job_id, api), operation, action)
         return _decoded(answer, lambda data: flatten(data, job_id))
 
-    def jobs_url(self, project_id: str) -> URL:
-        """Build the URL of the project's v2 job list; the ID is checked and encoded."""
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Read a job from whichever API knows it: CCE, else Autopilot when CCE answers 404.
+
+        When neither knows it the failure is `not_found`, as from one API; so
+        it is when Autopilot refuses the request (401, 403), which says nothing
+        of the job, while CCE said 404. Any other failure on Autopilot is told
+        as it is: the job may be there.
+        """
+        try:
+            return Api.CCE, await self.show_job(project_id, job_id, Api.CCE)
+        except ApiError as exc:
+            if exc.kind is not ErrorKind.NOT_FOUND:
+                raise
+            on_cce = exc
+        try:
+            return Api.AUTOPILOT, await self.show_job(project_id, job_id, Api.AUTOPILOT)
+        except ApiError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND or exc.kind in AUTH_KINDS:
+                autopilot = "404" if exc.kind is ErrorKind.NOT_FOUND else exc.kind.value
+                raise ApiError(
+                    ErrorKind.NOT_FOUND,
+                    f"{on_cce.detail} (Autopilot: {autopilot})",
+                    status=on_cce.status,
+                    request_id=on_cce.request_id,
+                ) from None
+            raise ApiError(
+                exc.kind,
+                f"Autopilot: {exc.detail}",
+                status=exc.status,
+                request_id=exc.request_id,
+                retry_after=exc.retry_after,
+            ) from None
+
+    def jobs_url(self, project_id: str, api: Api = Api.CCE) -> URL:
+        """Build the URL of the project's v2 job list on `api`; the ID is checked and encoded."""
         project = quote(check_id(project_id), safe="")
-        path = f"{self._endpoint.path.rstrip('/')}/api/v2/projects/{project}/jobs"
+        path = f"{self._endpoint.path.rstrip('/')}{_PREFIX[api]}/v2/projects/{project}/jobs"
         return self._endpoint.with_path(path, encoded=True)
 
-    async def list_jobs(self, project_id: str) -> list[ListedJob]:
-        """Read the project's job list (v2); raise ApiError on any failure.
+    async def list_jobs(self, project_id: str, api: Api = Api.CCE) -> list[ListedJob]:
+        """Read the project's job list (v2) on `api`; raise ApiError on any failure.
 
         The list has no paging and may be large: it is decoded in a worker
         thread (see read_list_text), and only its first MAX_LISTED_JOBS
         jobs are read.
         """
+        operation, action = _LIST[api]
         answer = await self._get(
-            self.jobs_url(project_id), "list_jobs", "cce:job:list", max_bytes=MAX_LIST_BODY_BYTES
+            self.jobs_url(project_id, api), operation, action, max_bytes=MAX_LIST_BODY_BYTES
         )
         listed, ignored = await _decoded_in_thread(answer)
         if ignored:
@@ -141,7 +191,7 @@ class CCEClient:
         # Each kind is an action of its own to the gate: a refusal of one holds back no other.
         autopilot = kind is ClusterKind.AUTOPILOT
         operation = "list_autopilot_clusters" if autopilot else "list_clusters"
-        action = "cce:cluster:list (autopilot)" if autopilot else "cce:cluster:list"
+        action = "cce:cluster:list (Autopilot)" if autopilot else "cce:cluster:list"
         answer = await self._get(self.clusters_url(project_id, kind), operation, action)
         try:
             return _decoded(answer, lambda data: read_clusters(data, kind))
@@ -235,7 +285,7 @@ class CCEClient:
     ) -> None:
         """Tell the gate (and, on 401, the authenticator) how the request went."""
         renewed = status == 401 and self._auth.refused(sent)
-        detail = error_detail(body) if status in (401, 403) else ""
+        detail = refusal_detail(body) if status in (401, 403) else ""
         kind = failed
         if kind is None and status is not None and not 200 <= status < 300:
             kind = kind_for_status(status)

@@ -1,6 +1,7 @@
-"""Identifiers that go into URL paths: project and job IDs."""
+"""Identifiers that go into URL paths: project and job IDs, and the API a job lives on."""
 
 import re
+from enum import StrEnum
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -19,3 +20,13 @@ def check_id(value: str) -> str:
         )
         raise ValueError(msg)
     return value
+
+
+class Api(StrEnum):
+    """The job API a job lives on: CCE's (`/api/...`) or CCE Autopilot's (`/autopilot/...`).
+
+    The same job object under two path prefixes; a job ID is known to one of them only.
+    """
+
+    CCE = "cce"
+    AUTOPILOT = "autopilot"

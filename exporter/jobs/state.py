@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from exporter.errors import ErrorKind
+from exporter.jobs.ids import Api
 from exporter.jobs.tree import JobTree
 
 ERROR_KINDS = tuple(ErrorKind)
@@ -47,6 +48,8 @@ class JobState:
     # job the API no longer knows is polled ever more rarely, then dropped).
     streak: int = 0
     vanished_at: float | None = None
+    # The API the job lives on, once a read found it there.
+    api: Api | None = None
     # Where the job lives: the target that watches it, and that target's project.
     target: str = DEFAULT_TARGET
     project_id: str = ""
@@ -61,8 +64,8 @@ class JobState:
         """Tell whether the last poll failed."""
         return self.polls > 0 and not self.last_ok
 
-    def succeeded(self, tree: JobTree, now: float) -> "JobState":
-        """Return the state after a poll that read `tree` at `now`.
+    def succeeded(self, tree: JobTree, now: float, api: Api | None = None) -> "JobState":
+        """Return the state after a poll that read `tree` at `now` (from `api`, if told).
 
         A job seen unfinished before counts as finished from `now`; one that is
         finished at its first good read, from its own last update.
@@ -80,6 +83,7 @@ class JobState:
             finished_at=finished_at,
             streak=0,
             vanished_at=None,
+            api=api or self.api,
         )
 
     def failed(self, kind: ErrorKind, message: str, now: float) -> "JobState":

@@ -105,6 +105,10 @@ class ListedJob:
     # The element as decoded, or its JSON text: decoded again by `tree()`, it
     # costs a fraction of the objects' memory, and nothing to the collector.
     raw: dict[str, Any] | str
+    # Whether the element carries `spec.subjobs` (a list, even empty). The
+    # published example of the list has none, although the same job read by
+    # ID has sub-jobs: without the key, the list says nothing of the tree.
+    tree_listed: bool = False
 
     @property
     def finished(self) -> bool:
@@ -156,6 +160,7 @@ def listed_job(raw: object, source: str | None = None) -> ListedJob | None:
         created_ns=_parsed(_time_text(metadata, "creationTimestamp")),
         completed_ns=_parsed(completed),
         raw=raw if source is None else source,
+        tree_listed=isinstance(spec, dict) and isinstance(spec.get("subjobs"), list),
     )
 
 

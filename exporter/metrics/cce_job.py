@@ -26,7 +26,7 @@ class Family(Enum):
     INFO = (
         "cce_job_info",
         "gauge",
-        "Each job and sub-job with its place in the tree, type, cluster and resource; always 1.",
+        "Each job and sub-job with its place in the tree, type, cluster, resource, API; always 1.",
     )
     PHASE = (
         "cce_job_status_phase",
@@ -110,8 +110,9 @@ def render_job(state: JobState) -> tuple[bytes, ...]:
     p = _escape(state.project_id)
     root_id = _escape(state.job_id)
     if state.tree is not None:
+        api = state.api.value if state.api is not None else ""
         for node in state.tree.nodes:
-            _render_node(lines, node, p, root_id)
+            _render_node(lines, node, p, root_id, api)
     # Labels in sorted order, as prometheus-client writes them.
     poll = f'job_id="{root_id}",project_id="{p}"'
     if state.polls:
@@ -130,13 +131,16 @@ def render_job(state: JobState) -> tuple[bytes, ...]:
     return tuple("".join(lines[family]).encode() for family in FAMILIES)
 
 
-def _render_node(lines: dict[Family, list[str]], node: JobNode, p: str, root_id: str) -> None:
+def _render_node(
+    lines: dict[Family, list[str]], node: JobNode, p: str, root_id: str, api: str
+) -> None:
     # Labels in sorted order, as prometheus-client writes them.
     job = f'job_id="{_escape(node.job_id)}",job_type="{_escape(node.job_type)}"'
     tail = f'project_id="{p}",root_job_id="{root_id}"'
     base = f"{job},{tail}"
     lines[Family.INFO].append(
-        f'cce_job_info{{cluster_id="{_escape(node.cluster_id)}",depth="{node.depth}",{job},'
+        f'cce_job_info{{api="{api}",cluster_id="{_escape(node.cluster_id)}",'
+        f'depth="{node.depth}",{job},'
         f'parent_job_id="{_escape(node.parent_job_id)}",project_id="{p}",'
         f'resource_id="{_escape(node.resource_id)}",'
         f'resource_name="{_escape(node.resource_name)}",root_job_id="{root_id}"}} 1.0\n'

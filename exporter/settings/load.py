@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, YamlConfigSettingsSource
 
+from exporter.cce.proxy import proxy_problems
 from exporter.settings.auth import AUTH_SETTINGS, auth_problems
 from exporter.settings.model import ENV_PREFIX, Settings
 from exporter.settings.targets import PER_TARGET, refusal, target_problems, validation_problem
@@ -271,6 +272,8 @@ def load_settings(
             )
             if name not in reported
         ]
+    # No settings of ours, but the requests depend on them as much (see cce.proxy).
+    problems += [Problem(name, "environment", text) for name, text in proxy_problems(os.environ)]
     if problems:
         raise ConfigError(problems)
     assert settings is not None  # noqa: S101 - no problems means it validated

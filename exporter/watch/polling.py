@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from exporter.jobs.ids import Api
 from exporter.jobs.tree import JobTree
 
 # A job that answers 404 is polled this many times less often at the most.
@@ -28,8 +29,12 @@ def next_delay(gone_for: float | None, interval: float) -> float:
 class JobReader(Protocol):
     """What the scheduler needs of the client."""
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
-        """Read one job tree."""
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
+        """Read one job tree from the API it lives on."""
+        ...
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Read one job tree from whichever API knows it, and say which."""
         ...
 
 
@@ -56,6 +61,8 @@ class Slot:
     keep_until: float | None = None  # finished: when its series leave
     gone_since: float | None = None  # when its current run of 404 answers began
     in_flight: bool = False
+    # The API the job lives on; None until a read finds it (then it is asked there only).
+    api: Api | None = None
 
 
 @dataclass(frozen=True, slots=True)

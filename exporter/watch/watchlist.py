@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from exporter.jobs.ids import is_valid_id
+from exporter.jobs.ids import Api, is_valid_id
 from exporter.jobs.state import JobState
 from exporter.logs import Summary, event
 from exporter.metrics.cce_exporter import Instruments
@@ -59,8 +59,13 @@ class Watcher(Protocol):
         """Return the routes that name a watched job."""
         ...
 
-    def watch(self, job_ids: Iterable[str], route: str, target: str | None) -> list[str]:
-        """Watch jobs of `target` for `route` (a route added to those watched); return new ones."""
+    def watch(
+        self, job_ids: Iterable[str], route: str, target: str | None, api: Api | None = None
+    ) -> list[str]:
+        """Watch jobs of `target` for `route` (a route added to those watched); return new ones.
+
+        `api` is the API the jobs live on, when the route knows it.
+        """
         ...
 
     def adopt(self, state: JobState, route: str) -> bool:
@@ -158,11 +163,19 @@ class WatchList:
         """Return the routes that name a watched job (empty when it is not watched)."""
         return frozenset(Route(route) for route in self._watcher.routes(job_id) if route)
 
-    def add(self, route: Route, job_ids: Iterable[str], target: str | None = None) -> Outcome:
+    def add(
+        self,
+        route: Route,
+        job_ids: Iterable[str],
+        target: str | None = None,
+        *,
+        api: Api | None = None,
+    ) -> Outcome:
         """Watch the IDs a route names for `target` that pass the gate; say what became of each.
 
         `target` None names the only target (UnknownTargetError when there
-        are several).
+        are several). `api` is the API the jobs live on, when the route knows
+        it (discovery does); otherwise the first read finds it.
         """
         target = self.target(target)
         sorted_ids: dict[Verdict, list[str]] = {verdict: [] for verdict in Verdict}
@@ -171,7 +184,7 @@ class WatchList:
             sorted_ids[self._admit(job_id, target, pending=len(added))].append(job_id)
         named = added + sorted_ids[Verdict.ALREADY_WATCHED]
         if named:
-            self._watcher.watch(named, route, target)
+            self._watcher.watch(named, route, target, api)
         outcome = Outcome(**{verdict.value: tuple(ids) for verdict, ids in sorted_ids.items()})
         self._report(route, target, outcome)
         return outcome
@@ -183,7 +196,7 @@ class WatchList:
         if verdict is Verdict.ADDED:
             self._watcher.adopt(state, route)
         elif verdict is Verdict.ALREADY_WATCHED:
-            self._watcher.watch([state.job_id], route, target)
+            self._watcher.watch([state.job_id], route, target, state.api)
         outcome = Outcome(**{verdict.value: (state.job_id,)})
         self._report(route, target, outcome)
         return outcome

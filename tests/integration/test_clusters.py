@@ -238,7 +238,7 @@ async def test_forbidden_cluster_lists_do_not_stop_job_polling(
     assert all("cce:cluster:list" in str(r.__dict__.get("fields")) for r in failed)
     refused = [r for r in caplog.records if r.getMessage() == "authentication_failed"]
     actions = sorted(r.__dict__["fields"]["action"] for r in refused)
-    assert actions == ["cce:cluster:list", "cce:cluster:list (autopilot)"]
+    assert actions == ["cce:cluster:list", "cce:cluster:list (Autopilot)"]
     assert rig.api.requests["job-1"] == 3
 
 

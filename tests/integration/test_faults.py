@@ -439,7 +439,7 @@ async def test_lone_surrogates_cost_only_their_code_points(rig: Rig, spelling: s
     root = {"project_id": PROJECT, "root_job_id": BAD, "job_type": "Create\ufffdNode"}
     sub = {"project_id": PROJECT, "root_job_id": BAD, "job_type": "CreateNode"}
     info = labels(**root, job_id=BAD, parent_job_id="", cluster_id="c-1", resource_id="😀",
-                  resource_name="node-\ufffd-é", depth="0")  # fmt: skip
+                  resource_name="node-\ufffd-é", depth="0", api="cce")  # fmt: skip
     assert after[("cce_job_info", info)] == 1.0
     reason = labels(**root, job_id=BAD, reason="disk \ufffd full \ufffd")
     assert after[("cce_job_status_reason_info", reason)] == 1.0
@@ -480,4 +480,7 @@ async def test_lone_surrogates_in_an_error_body_reach_the_pages_replaced(rig: Ri
     status, doc = await _get(rig, "/api/v1/jobs")
     assert status == 200
     jobs = {job["job_id"]: job for job in json.loads(doc)["jobs"]}
-    assert jobs[BAD]["last_error"] == "not_found: HTTP 404: CCE.\ufffd: no \ufffd job"
+    # Not found on CCE, and not on Autopilot either (asked since the job was never read).
+    assert (
+        jobs[BAD]["last_error"] == "not_found: HTTP 404: CCE.\ufffd: no \ufffd job (Autopilot: 404)"
+    )

@@ -186,7 +186,7 @@ async def test_counters_survive_the_retention(rig: Rig) -> None:
     rig.clock.now += 90
     rig.jobs.fail("n1")
     await rig.poll()
-    assert 'cce_job_info{cluster_id="c-1"' in rig.render()
+    assert 'cce_job_info{api="cce",cluster_id="c-1"' in rig.render()
     await rig.poll(RETENTION + 1)
     assert "n1" not in rig.store
     text = rig.render()

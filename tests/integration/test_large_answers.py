@@ -104,7 +104,7 @@ async def test_a_large_job_list_leaves_the_loop_free_and_is_capped(
     rig.list_body[0] = _big_list()
     assert len(rig.list_body[0]) > 19 * MIB
     big = rig.client.jobs_url(PROJECT).with_path(f"/api/v2/projects/{PROJECT}/big")
-    monkeypatch.setattr(rig.client, "jobs_url", lambda _project: big)
+    monkeypatch.setattr(rig.client, "jobs_url", lambda _project, _api=None: big)
     with caplog.at_level(logging.WARNING):
         listed, gap = await _max_gap_while(rig.client.list_jobs(PROJECT))
     # Decoding it on the loop took half a second here; in a thread, a few ms a
@@ -120,7 +120,7 @@ async def test_a_job_list_over_its_cap_is_refused_unread(rig: Rig) -> None:
     """A job list declaring more than 64 MiB is an invalid response, refused for its size."""
     rig.list_body[0] = b" " * (64 * MIB + 1)
     big = rig.client.jobs_url(PROJECT).with_path(f"/api/v2/projects/{PROJECT}/big")
-    rig.client.jobs_url = lambda _project: big  # type: ignore[method-assign]
+    rig.client.jobs_url = lambda _project, _api=None: big  # type: ignore[method-assign]
     with pytest.raises(ApiError) as info:
         await rig.client.list_jobs(PROJECT)
     assert info.value.kind is ErrorKind.INVALID_RESPONSE

@@ -14,6 +14,7 @@ from pytest_aiohttp import AiohttpServer
 from exporter.cce.auth.base import TokenAuth
 from exporter.cce.client import CCEClient
 from exporter.errors import ApiError, ErrorKind
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import JobTree
 from exporter.metrics.cce_exporter import Instruments
@@ -313,11 +314,15 @@ class _Crashing:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
         """Fail the way a bug would."""
         self.calls += 1
         msg = "a bug"
         raise RuntimeError(msg)
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Find every job on CCE."""
+        return Api.CCE, await self.show_job(project_id, job_id)
 
 
 async def test_a_crashing_poll_still_waits_its_interval(
@@ -528,11 +533,15 @@ class _Slow:
         self.seconds = seconds
         self.sent: list[tuple[str, float]] = []  # (job ID, when its request went out)
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
         """Let the time of one read pass, and answer a server error."""
         self.sent.append((job_id, self.clock.now))
         self.clock.now += self.seconds
         raise ApiError(ErrorKind.SERVER_ERROR, "down")
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Find every job on CCE."""
+        return Api.CCE, await self.show_job(project_id, job_id)
 
 
 def _one_at_a_time(reader: _Slow, clock: Clock, instruments: Instruments) -> Scheduler:
@@ -611,7 +620,7 @@ class _Held:
         self.counted = {2: asyncio.Event(), 3: asyncio.Event()}  # set at that many reads
         self.hold = {"slow"}
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
         """Wait while the job is held, then answer a server error."""
         self.reads.append(job_id)
         if len(self.reads) in self.counted:
@@ -619,6 +628,10 @@ class _Held:
         if job_id in self.hold:
             await self.release[job_id].wait()
         raise ApiError(ErrorKind.SERVER_ERROR, "down")
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Find every job on CCE."""
+        return Api.CCE, await self.show_job(project_id, job_id)
 
 
 async def test_a_pass_that_ends_leaves_its_jobs_polled_by_a_later_pass_in_flight(

@@ -140,10 +140,13 @@ async def test_three_targets_are_polled_and_discovered_apart(
         for (name, labels), value in series.items()
         if name == "cce_exporter_api_requests_total"
     }
+    # The IAM stand-in offers no Autopilot list (404: no Autopilot jobs, no failure).
     assert requests == {
         ("tokens", "list_jobs", "200"): 1.0,
+        ("tokens", "list_autopilot_jobs", "200"): 1.0,
         ("tokens", "show_job", "200"): 2.0,
         ("signed", "list_jobs", "200"): 1.0,
+        ("signed", "list_autopilot_jobs", "404"): 1.0,
         ("signed", "show_job", "200"): 2.0,
         ("broken", "list_jobs", "401"): 1.0,
     }

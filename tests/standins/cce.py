@@ -1,5 +1,9 @@
 """A real local HTTP server that plays the CCE job API: show-job (v3) and the job list (v2).
 
+It serves CCE's paths (`/api/...`) and CCE Autopilot's (`/autopilot/...`)
+side by side: a job lives on one of them (CCE unless it was added on
+Autopilot), and the other answers 404 `CCE.01404001` for it, as the cloud does.
+
 Run as `python -m tests.standins.cce --jobs N --seed S` it serves N running
 jobs that answer with random faults (see `soak_faults`), prints its port and
 serves until it is terminated: the soak test's stand-in API, kept out of the
@@ -23,12 +27,37 @@ from typing import Any
 from aiohttp import web
 
 from exporter.cce.transport import MAX_BODY_BYTES
+from exporter.jobs.ids import Api
 from tests.standins.clusters import FakeClusters
 from tests.standins.jobs import CREATED, as_v2, deep_job_body, job_object, v3_job, wide_job
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 TOKEN = "test-token"
 CCE_NOT_FOUND = {"error_code": "CCE.01404001", "error_msg": "Job not found"}
+# Error bodies as the real API writes them, the official SDK's test cases: the
+# code each one reports is the first of its `expected` (see transport.error_detail).
+SDK_ERROR_BODIES: dict[str, dict[str, Any]] = {
+    # A real body with two codes: the SDK reports CCE_CM.0201.
+    "two_codes": {
+        "error_code": "CCE_CM.0201",
+        "error_msg": "Request body invalid",
+        "errorCode": "E.CFE.4000201",
+        "errorMessage": "Invalid request body: spec.type is required",
+    },
+    "cce": {"errorCode": "CCE.01404001", "errorMessage": "Job not found"},
+    "gateway": {
+        "error_code": "APIG.0308",
+        "error_msg": "policy user over ratelimit,limit:20,time:1 minute",
+        "request_id": "8e4f1b2c0a9d4e6f",
+    },
+    "iam": {"error": {"code": "APIG.0301", "message": "Incorrect IAM authentication information"}},
+    "generic": {"code": "CCE.01500001", "message": "Internal error"},
+    "policy": {
+        "error_code": "CCE.01403001",
+        "error_msg": "Forbidden: no permission for cce:job:get",
+        "encoded_authorization_message": "4A9Fb2cZ" * 40,
+    },
+}
 
 
 @dataclass
@@ -57,8 +86,11 @@ class Fault:
 class FakeCCE:
     """Serves v3 jobs from `jobs` and the v2 list from `listing`; counts requests; injects faults.
 
-    Faults are per job (`faults`), or picked per request by `chooser` for jobs
-    without one. With `project_id` set, other projects are refused with 403.
+    Jobs whose IDs are in `autopilot` live on Autopilot, listed in
+    `autopilot_listing`; the others on CCE. Faults are per job (`faults`), or
+    picked per request by `chooser` for jobs without one; they apply on the
+    API the job lives on. With `project_id` set, other projects are refused
+    with 403.
     """
 
     def __init__(self, project_id: str | None = None) -> None:
@@ -67,9 +99,14 @@ class FakeCCE:
         self.listing: list[Any] = []
         self.list_status = 200
         self.faults: dict[str, Fault] = {}
-        # Show-job requests by job ID, and job list requests.
+        # Show-job requests by job ID, and job list requests: CCE's, then Autopilot's.
         self.requests: Counter[str] = Counter()
         self.lists = 0
+        self.autopilot: set[str] = set()
+        self.autopilot_listing: list[Any] = []
+        self.autopilot_list_status = 200
+        self.autopilot_requests: Counter[str] = Counter()
+        self.autopilot_lists = 0
         # When each request of a job arrived (time.monotonic()).
         self.arrivals: defaultdict[str, list[float]] = defaultdict(list)
         self.in_flight = 0
@@ -89,8 +126,11 @@ class FakeCCE:
         job_type: str = "CreateNode",
         updated: float | None = None,
         reason: str | None = None,
+        api: Api = Api.CCE,
     ) -> None:
         """Serve a simple job with that ID and phase (last updated at `updated`, a Unix time)."""
+        if api is Api.AUTOPILOT:
+            self.autopilot.add(job_id)
         self.jobs[job_id] = job_object(
             job_id,
             phase,
@@ -100,10 +140,23 @@ class FakeCCE:
             reason=reason,
         )
 
-    def add_listed(self, job_id: str, **kwargs: Any) -> None:
-        """Serve `v3_job(job_id, **kwargs)` by its ID, and list it in the v2 spelling."""
+    def add_listed(
+        self, job_id: str, *, api: Api = Api.CCE, listed_subjobs: bool = True, **kwargs: Any
+    ) -> None:
+        """Serve `v3_job(job_id, **kwargs)` by its ID on `api`, and list it there (v2 spelling).
+
+        Without `listed_subjobs` its list item has no `spec.subjobs` key, as
+        the published example of the list: its sub-jobs are served by ID only.
+        """
         self.jobs[job_id] = v3_job(job_id, **kwargs)
-        self.listing.append(as_v2(self.jobs[job_id]))
+        listing = self.listing
+        if api is Api.AUTOPILOT:
+            self.autopilot.add(job_id)
+            listing = self.autopilot_listing
+        item = as_v2(self.jobs[job_id])
+        if not listed_subjobs:
+            del item["spec"]["subjobs"]
+        listing.append(item)
 
     def _fault_for(self, job_id: str) -> Fault | None:
         fault = self.faults.get(job_id)
@@ -124,9 +177,23 @@ class FakeCCE:
         return None
 
     async def show_job(self, request: web.Request) -> web.StreamResponse:
-        """Answer one GET of a job."""
+        """Answer one GET of a job on CCE."""
+        return await self._show(request, Api.CCE)
+
+    async def show_autopilot_job(self, request: web.Request) -> web.StreamResponse:
+        """Answer one GET of a job on Autopilot."""
+        return await self._show(request, Api.AUTOPILOT)
+
+    async def _show(self, request: web.Request, api: Api) -> web.StreamResponse:
+        """Answer one GET of a job on `api`: 404 for a job that lives on the other."""
         job_id = request.match_info["job_id"]
-        self.requests[job_id] += 1
+        counted = self.requests if api is Api.CCE else self.autopilot_requests
+        counted[job_id] += 1
+        home = Api.AUTOPILOT if job_id in self.autopilot else Api.CCE
+        if api is not home:
+            return self._refusal(request) or _error(
+                404, CCE_NOT_FOUND["error_code"], CCE_NOT_FOUND["error_msg"]
+            )
         self.arrivals[job_id].append(time.monotonic())
         if self.on_request is not None:
             self.on_request(request)
@@ -166,12 +233,28 @@ class FakeCCE:
             return _error(self.list_status, "CCE.01500001", "Internal error")
         return web.json_response(self.listing)
 
+    async def list_autopilot_jobs(self, request: web.Request) -> web.Response:
+        """Answer one GET of the Autopilot job list (404 as an endpoint without Autopilot)."""
+        self.autopilot_lists += 1
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        if self.autopilot_list_status == 404:
+            return _error(404, "APIG.0101", "The API does not exist or has not been published")
+        if self.autopilot_list_status != 200:
+            return _error(self.autopilot_list_status, "CCE.01500001", "Internal error")
+        return web.json_response(self.autopilot_listing)
+
     def app(self) -> web.Application:
         """Build the aiohttp application."""
         app = web.Application()
         app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", self.show_job)
         app.router.add_get("/api/v2/projects/{project_id}/jobs", self.list_jobs)
         self.clusters.add_routes(app, self._refusal)
+        app.router.add_get(
+            "/autopilot/v3/projects/{project_id}/jobs/{job_id}", self.show_autopilot_job
+        )
+        app.router.add_get("/autopilot/v2/projects/{project_id}/jobs", self.list_autopilot_jobs)
         return app
 
 

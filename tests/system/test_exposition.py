@@ -12,6 +12,7 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from exporter.errors import ErrorKind
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import flatten
 from exporter.metrics import exposition
@@ -30,7 +31,7 @@ POLLED_AT = 1_700_000_000.25
 
 
 def _state(example_job: dict[str, Any]) -> JobState:
-    return JobState(ROOT).succeeded(flatten(example_job, ROOT), POLLED_AT)
+    return JobState(ROOT).succeeded(flatten(example_job, ROOT), POLLED_AT, Api.CCE)
 
 
 def _job_part(text: str) -> str:
@@ -53,14 +54,14 @@ def test_example_gives_exactly_the_spec_series(
         ("cce_job_info", labels(**base(ROOT, "CreateCluster"), parent_job_id="",
             cluster_id="4d1ecb2c-229a-11e8-9c75-0255ac100ceb",
             resource_id="6f4dcb2c-229a-11e8-9c75-0255ac100ceb",
-            resource_name="cluster-name", depth="0")): 1.0,
+            resource_name="cluster-name", depth="0", api="cce")): 1.0,
         ("cce_job_info", labels(**base(MASTER, "InstallMaster"), parent_job_id=ROOT,
             cluster_id="fcc72de0-9606-11e8-baa8-0255ac10215d",
             resource_id="fd3b4ac0-9606-11e8-baa8-0255ac10215d",
-            resource_name="", depth="1")): 1.0,
+            resource_name="", depth="1", api="cce")): 1.0,
         ("cce_job_info", labels(**base(CERT, "CreatePSMCert"), parent_job_id=ROOT,
             cluster_id="fcc72de0-9606-11e8-baa8-0255ac10215d",
-            resource_id="", resource_name="", depth="1")): 1.0,
+            resource_id="", resource_name="", depth="1", api="cce")): 1.0,
         ("cce_job_created_timestamp_seconds", labels(**base(ROOT, "CreateCluster"))):
             1533197560.672772389,
         ("cce_job_updated_timestamp_seconds", labels(**base(ROOT, "CreateCluster"))):
@@ -188,7 +189,7 @@ class _Reference:
         p = self._project
         info = GaugeMetricFamily("cce_job_info", Family.INFO.value[2], labels=[
             "project_id", "job_id", "root_job_id", "parent_job_id", "job_type", "cluster_id",
-            "resource_id", "resource_name", "depth"])  # fmt: skip
+            "resource_id", "resource_name", "depth", "api"])  # fmt: skip
         base = ["project_id", "job_id", "root_job_id", "job_type"]
         phase = GaugeMetricFamily(
             "cce_job_status_phase", Family.PHASE.value[2], labels=[*base, "phase"]
@@ -229,7 +230,8 @@ class _Reference:
                 b = [p, node.job_id, state.job_id, node.job_type]
                 info.add_metric(
                     [p, node.job_id, state.job_id, node.parent_job_id, node.job_type,
-                     node.cluster_id, node.resource_id, node.resource_name, str(node.depth)],
+                     node.cluster_id, node.resource_id, node.resource_name, str(node.depth),
+                     state.api.value if state.api else ""],
                     1,
                 )  # fmt: skip
                 for name in ("Initializing", "Running", "Success", "Failed"):
@@ -262,7 +264,7 @@ def test_output_is_byte_identical_to_prometheus_client(example_job: dict[str, An
     states = [
         _state(example_job),
         JobState("job-2")
-        .succeeded(flatten(failed, "job-2"), 2.5)
+        .succeeded(flatten(failed, "job-2"), 2.5, Api.AUTOPILOT)
         .failed(ErrorKind.NOT_FOUND, "x", 3.0),
     ]
     registry = CollectorRegistry()

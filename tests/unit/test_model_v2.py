@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from exporter.jobs.tree import MAX_NODES, InvalidJobError, flatten
-from exporter.jobs.v2 import flatten_v2, read_listing
+from exporter.jobs.tree import MAX_NODES, MAX_REASON_CHARS, InvalidJobError, flatten
+from exporter.jobs.v2 import flatten_v2, read_list_text, read_listing
 from tests.standins.jobs import v2_job, v3_job
 
 # The published GetOneJob example of list-jobs.md, as the job list would carry it.
@@ -146,3 +146,50 @@ def test_go_zero_times_in_the_list_read_as_absent() -> None:
     root = listed.tree().root
     assert (root.created_ns, root.updated_ns) == (None, 1756812600_000000000)
     assert listed.tree().parse_errors == ()
+
+
+@pytest.mark.parametrize(
+    ("spec", "tree_listed"),
+    [
+        ({"type": "X", "subjobs": []}, True),
+        ({"type": "X", "subjobs": [{"metadata": {"uid": "s"}}]}, True),
+        ({"type": "X"}, False),
+        ({"type": "X", "subjobs": None}, False),
+        ({"type": "X", "subjobs": "not a list"}, False),
+        ("not an object", False),
+    ],
+)
+def test_a_listed_job_tells_whether_it_carries_its_tree(spec: object, tree_listed: bool) -> None:
+    """Only an item whose spec has a `subjobs` list (even empty) carries its tree."""
+    raw = copy.deepcopy(LISTED_EXAMPLE) | {"spec": spec}
+    [listed] = read_listing([raw])
+    assert listed.tree_listed is tree_listed
+    [from_text], _ = read_list_text(json.dumps([raw]))
+    assert from_text.tree_listed is tree_listed
+
+
+def test_the_published_example_does_not_carry_its_tree() -> None:
+    """The published list item has no `subjobs`: the list says nothing of its sub-jobs."""
+    [listed] = read_listing([LISTED_EXAMPLE])
+    assert not listed.tree_listed
+
+
+def test_status_message_is_read_from_list_items_and_cut() -> None:
+    """A listed job's `status.message`, and its sub-jobs', is kept, up to 4,096 characters."""
+    raw = copy.deepcopy(LISTED_EXAMPLE)
+    raw["status"]["message"] = "m" * (MAX_REASON_CHARS + 10)
+    raw["spec"]["subjobs"] = [{"metadata": {"uid": "s1"}, "status": {"message": "step 2 of 3"}}]
+    [listed] = read_listing([raw])
+    root, sub = listed.tree().nodes
+    assert root.message == "m" * MAX_REASON_CHARS
+    assert sub.message == "step 2 of 3"
+
+
+def test_a_status_message_of_the_wrong_type_costs_only_itself() -> None:
+    """A `status.message` that is not text is left empty and counted; the reason stays."""
+    raw = copy.deepcopy(LISTED_EXAMPLE)
+    raw["status"]["message"] = {"not": "text"}
+    tree = read_listing([raw])[0].tree()
+    assert tree.root.message == ""
+    assert tree.root.reason == "Something bad happened at server, recycle resource"
+    assert tree.parse_errors == ("status.message",)

@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from exporter import app
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobStore
 from exporter.jobs.tree import JobTree, flatten
 from exporter.metrics.cce_exporter import Instruments
@@ -53,10 +54,14 @@ class Rig:
         self.slept.setdefault(asyncio.current_task(), []).append(seconds)
         self.clock.now += seconds
 
-    async def show_job(self, project_id: str, job_id: str) -> JobTree:
+    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
         """Answer a running job, noting what its task slept before this request."""
         self.sent[job_id] = list(self.slept.get(asyncio.current_task(), []))
         return flatten({"metadata": {"uid": job_id}, "status": {"phase": "Running"}}, job_id)
+
+    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
+        """Find every job on CCE."""
+        return Api.CCE, await self.show_job(project_id, job_id)
 
 
 def _scheduler(

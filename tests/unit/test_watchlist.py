@@ -4,6 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState
 from exporter.jobs.v2 import ListedJob, read_listing
 from exporter.metrics.cce_exporter import Instruments
@@ -213,9 +214,9 @@ class _Lister:
     def __init__(self, count: int, now: float) -> None:
         self._listed = read_listing([v2_job(f"listed-{n:05d}", created=now) for n in range(count)])
 
-    async def list_jobs(self, project_id: str) -> list[ListedJob]:
-        """Return the same list at every read."""
-        return self._listed
+    async def list_jobs(self, project_id: str, api: Api = Api.CCE) -> list[ListedJob]:
+        """Return the same list at every read, all of it on CCE."""
+        return self._listed if api is Api.CCE else []
 
 
 async def test_refusals_for_max_jobs_are_logged_as_counts_not_per_job(

@@ -119,6 +119,7 @@ def job_json(state: JobState, now: float) -> dict[str, Any]:
         "job_id": state.job_id,
         "target": state.target,
         "project_id": state.project_id,
+        "api": state.api.value if state.api is not None else None,
         "polls": state.polls,
         "last_poll_ok": state.last_ok if state.polls else None,
         "last_success": iso_time(state.last_success),

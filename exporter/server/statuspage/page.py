@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable
 from urllib.parse import quote, urlencode
 
+from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import PHASES, JobNode
 from exporter.server.statuspage.model import (
@@ -182,6 +183,9 @@ def _failure(root: JobNode, nodes: tuple[JobNode, ...]) -> str:
     return f'<p class="reason">{step}{_e(reason)}</p>{message}'
 
 
+_API_NAMES = {Api.CCE: "CCE", Api.AUTOPILOT: "CCE Autopilot"}
+
+
 def job_card(state: JobState, group: Group, now: float, *, show_target: bool = False) -> str:
     """One watched job: its facts, its failure, and its tree folded in a `<details>`.
 
@@ -196,6 +200,8 @@ def job_card(state: JobState, group: Group, now: float, *, show_target: bool = F
         name = f" · {_e(root.resource_name)}" if root.resource_name else ""
         title = f"{_phase_badge(root.phase)} {_e(root.job_type or '(no type)')}{name}"
         facts = _root_facts(root, now) + _poll_facts(state, now)
+    if state.api is not None:  # which job API the job lives on
+        facts.insert(0, _API_NAMES[state.api])
     if show_target:
         where = f'target <a href="{link(Filters(target=(state.target,)))}">{_e(state.target)}</a>'
         facts.insert(0, f"{where} (project {_e(state.project_id or '-')})")
