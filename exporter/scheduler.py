@@ -36,7 +36,14 @@ from exporter.jobs.tree import JobTree
 from exporter.logs import about_target, crash, event
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.history import JobHistory
-from exporter.watch.polling import JobReader, PollSettings, PollTarget, Slot, next_delay
+from exporter.watch.polling import (
+    JobReader,
+    PollSettings,
+    PollTarget,
+    PollTargets,
+    Slot,
+    next_delay,
+)
 
 __all__ = ["JobReader", "PollSettings", "PollTarget", "Scheduler", "next_delay"]
 
@@ -66,14 +73,7 @@ class Scheduler:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         history: JobHistory | None = None,
     ) -> None:
-        if isinstance(reader, Sequence):
-            targets: Sequence[PollTarget] = reader
-        else:
-            targets = (PollTarget(DEFAULT_TARGET, settings.project_id, reader),)
-        if not targets:
-            msg = "no target to poll"
-            raise ValueError(msg)
-        self._targets = {target.name: target for target in targets}
+        self._targets = PollTargets(reader, settings.project_id)
         self._history = history  # told of every change of state: it counts the jobs that end
         self._store = store
         self._instruments = instruments
@@ -84,7 +84,7 @@ class Scheduler:
         self._sleep = sleep  # before a request: its jitter, or its interval's end
         # poll_concurrency: a poll gives its slot up while its retries wait.
         # With several targets, each leaves one slot for every other.
-        share = settings.poll_concurrency - (len(self._targets) - 1)
+        share = settings.poll_concurrency - (len(self._targets.names) - 1)
         self._requests = RequestSlots(settings.poll_concurrency, share=share)
         self._slots: dict[str, Slot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -92,7 +92,7 @@ class Scheduler:
         self._wakes_at = -math.inf  # when the loop's current sleep ends (monotonic)
         self._watched = {
             (name, state): instruments.target(name).watched_jobs.labels(state)
-            for name in self._targets
+            for name in self._targets.names
             for state in ("active", "finished")
         }
 
@@ -110,21 +110,12 @@ class Scheduler:
     @property
     def targets(self) -> tuple[str, ...]:
         """The names of the targets, in the order given."""
-        return tuple(self._targets)
+        return self._targets.names
 
     def target_of(self, job_id: str) -> str | None:
         """Return the target a watched job belongs to (None when it is not watched)."""
         slot = self._slots.get(job_id)
         return slot.target.name if slot is not None else None
-
-    def _target(self, name: str | None) -> PollTarget:
-        """Return the target of this name; None names the only one."""
-        if name is None:
-            if len(self._targets) != 1:
-                msg = "several targets: name the job's"
-                raise ValueError(msg)
-            return next(iter(self._targets.values()))
-        return self._targets[name]
 
     def routes(self, job_id: str) -> frozenset[str]:
         """Return the routes that name a watched job (empty when it is not watched)."""
@@ -144,7 +135,7 @@ class Scheduler:
         another target stays that target's, and `route` is not added to it.
         `api` is the API the jobs live on, when the route knows it.
         """
-        poll_target = self._target(target)
+        poll_target = self._targets.get(target)
         now = self._monotonic()
         added = []
         for job_id in job_ids:
@@ -172,7 +163,7 @@ class Scheduler:
         """
         if state.job_id in self._slots:
             return False
-        slot = Slot(self._target(state.target), {route}, api=state.api)
+        slot = Slot(self._targets.get(state.target), {route}, api=state.api)
         if state.finished:
             left = self._retention_left(state, self._clock())
             if left <= 0:

@@ -5,10 +5,12 @@ the loop's own.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.jobs.ids import Api
+from exporter.jobs.state import DEFAULT_TARGET
 from exporter.jobs.tree import JobTree
 
 # A job that answers 404 is polled this many times less often at the most.
@@ -45,6 +47,30 @@ class PollTarget:
     name: str
     project_id: str
     reader: JobReader
+
+
+class PollTargets:
+    """The targets a scheduler polls, by name: given, or the implicit one of one reader."""
+
+    def __init__(self, reader: JobReader | Sequence[PollTarget], project_id: str) -> None:
+        if isinstance(reader, Sequence):
+            targets: Sequence[PollTarget] = reader
+        else:
+            targets = (PollTarget(DEFAULT_TARGET, project_id, reader),)
+        if not targets:
+            msg = "no target to poll"
+            raise ValueError(msg)
+        self._targets = {target.name: target for target in targets}
+        self.names = tuple(self._targets)
+
+    def get(self, name: str | None) -> PollTarget:
+        """Return the target of this name; None names the only one."""
+        if name is None:
+            if len(self._targets) != 1:
+                msg = "several targets: name the job's"
+                raise ValueError(msg)
+            return next(iter(self._targets.values()))
+        return self._targets[name]
 
 
 @dataclass(slots=True)
