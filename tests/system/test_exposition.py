@@ -30,8 +30,9 @@ CERT = "fd474f82-9606-11e8-baa8-0255ac10215d"
 POLLED_AT = 1_700_000_000.25
 
 
-def _state(example_job: dict[str, Any]) -> JobState:
-    return JobState(ROOT).succeeded(flatten(example_job, ROOT), POLLED_AT, Api.CCE)
+def _state(example_job: dict[str, Any], project_id: str = PROJECT_ID) -> JobState:
+    job = JobState(ROOT, project_id=project_id)
+    return job.succeeded(flatten(example_job, ROOT), POLLED_AT, Api.CCE)
 
 
 def _job_part(text: str) -> str:
@@ -106,7 +107,9 @@ def test_reason_and_failed_polls_are_rendered(example_job: dict[str, Any]) -> No
     """A reason gives one reason series (cut to 200 characters); failed polls count by kind."""
     example_job["status"] = {"phase": "Failed", "reason": 'bad "quote"\\ ' + "x" * 300}
     state = (
-        _state(example_job).failed(ErrorKind.TIMEOUT, "t", 3.0).failed(ErrorKind.TIMEOUT, "t", 4.0)
+        _state(example_job, "p")
+        .failed(ErrorKind.TIMEOUT, "t", 3.0)
+        .failed(ErrorKind.TIMEOUT, "t", 4.0)
     )
     series = parse_series(render_job(state)[FAMILIES.index(Family.REASON)].decode())
     ((_name, label_set), value), *rest = series.items()
@@ -159,7 +162,7 @@ def test_cached_rendering_follows_new_states(
 
     monkeypatch.setattr(exposition, "render_job", counting_render_job)
     renderer = Renderer(CollectorRegistry())
-    first = _state(example_job)
+    first = _state(example_job, "p")
     parts = renderer.render_parts([first])
     again = renderer.render_parts([first])
     assert rendered == [first]  # the second scrape rendered nothing
@@ -262,8 +265,8 @@ def test_output_is_byte_identical_to_prometheus_client(example_job: dict[str, An
     """The fast renderer writes exactly what prometheus-client writes for the same series."""
     failed = {**example_job, "status": {"phase": "Failed", "reason": 'line\nbreak "q" \\'}}
     states = [
-        _state(example_job),
-        JobState("job-2")
+        _state(example_job, "proj"),
+        JobState("job-2", project_id="proj")
         .succeeded(flatten(failed, "job-2"), 2.5, Api.AUTOPILOT)
         .failed(ErrorKind.NOT_FOUND, "x", 3.0),
     ]
@@ -301,8 +304,10 @@ def test_promtool_accepts_the_exposition(
 ) -> None:
     """`promtool check metrics` finds no problem in a full exposition."""
     promtool = require_program("promtool")
-    instruments.api_requests.labels("show_job", "200").inc()
-    instruments.api_latency.labels("show_job").observe(0.1)
+    instruments.describe_target("default", PROJECT_ID, "cn-north-4", "https://cce.example.com")
+    instruments.target("default").api_requests.labels("show_job", "200").inc()
+    instruments.target("default").api_latency.labels("show_job").observe(0.1)
+    instruments.target("default").token_expiry.set(2_000_000_000.0)
     instruments.parse_errors.labels("metadata.uid").inc()
     failed = {**example_job, "status": {"phase": "Failed", "reason": "quota exceeded"}}
     states = [_state(example_job), JobState("j2").succeeded(flatten(failed, "j2"), 1.0)]
