@@ -36,7 +36,7 @@ from exporter.server.webconfig.live import LiveWebConfig, secure
 from exporter.settings.load import ConfigError, Problem
 from exporter.settings.model import Settings, split_host_port
 from exporter.settings.resolved import Target, resolve_targets
-from exporter.watch.clusters import ClusterRefresher, ClusterRefreshSettings
+from exporter.watch.clusters import AllClusters, ClusterRefresher, ClusterRefreshSettings
 from exporter.watch.discovery import Discovery, DiscoverySettings, JobLister
 from exporter.watch.jobsfile import JobsFile
 from exporter.watch.sharding import Shard
@@ -126,12 +126,14 @@ def make_auth(
 
 def _discovery(
     target: Target,
-    reader: JobLister,
     watchlist: WatchList,
     instruments: Instruments,
     settings: Settings,
+    *,
+    reader: JobLister,
+    clusters: ClusterRefresher,
 ) -> Discovery:
-    """Build the discovery of a target that discovers."""
+    """Build the discovery of a target that discovers, with its target's cluster lists."""
     job_types = target.discover_job_types
     return Discovery(
         reader,
@@ -144,7 +146,9 @@ def _discovery(
             job_types=re.compile(job_types) if job_types is not None else None,
             finished_retention=settings.finished_retention,
             target=target.name,
+            clusters=target.discover_clusters,
         ),
+        clusters=clusters,
     )
 
 
@@ -191,11 +195,6 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
         if settings.job_ids_file is not None:
             jobs_file = JobsFile(settings.job_ids_file, watchlist)
             jobs_file.check()
-        discoveries = tuple(
-            _discovery(target, clients[target.name], watchlist, instruments, settings)
-            for target in targets
-            if target.discover
-        )
         clusters = tuple(
             ClusterRefresher(
                 clients[target.name],
@@ -207,6 +206,18 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 ),
             )
             for target in targets
+        )
+        discoveries = tuple(
+            _discovery(
+                target,
+                watchlist,
+                instruments,
+                settings,
+                reader=clients[target.name],
+                clusters=refresher,
+            )
+            for target, refresher in zip(targets, clusters, strict=True)
+            if target.discover
         )
         instruments.registry.register(ClusterCollector({c.project_id: c.current for c in clusters}))
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
@@ -233,6 +244,8 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
 async def run_once(settings: Settings) -> int:
     """Poll every watched job once and print the exposition; 0 if every poll succeeded."""
     async with exporter(settings) as ex:
+        # Cluster names and phases, first: discovery keeps to the clusters it names.
+        await asyncio.gather(*(clusters.refresh() for clusters in ex.clusters))
         passes = await asyncio.gather(*(discovery.refresh() for discovery in ex.discoveries))
         listed = all(result.ok for result in passes)
         if not ex.store:
@@ -243,8 +256,6 @@ async def run_once(settings: Settings) -> int:
                 hint="set job_ids, job_ids_file or discover to choose the jobs to poll",
             )
         await ex.scheduler.poll_due(jitter=False)
-        # Cluster names and phases: they do not decide the exit status.
-        await asyncio.gather(*(clusters.refresh() for clusters in ex.clusters))
         sys.stdout.buffer.write(ex.renderer.render(ex.store))
         sys.stdout.flush()
         return 0 if listed and all(state.last_ok for state in ex.store) else 1
@@ -254,7 +265,10 @@ async def _serve_http(ex: Exporter) -> tuple[web.AppRunner, LiveWebConfig | None
     """Start the HTTP server; return it, and the web config it follows (if any)."""
     # The page names the project when there is one; with several, each job names its own.
     project_id = ex.targets[0].project_id if len(ex.targets) == 1 else ""
-    app = create_app(WebContext(ex.store, ex.renderer, ex.ready, project_id))
+    context = WebContext(
+        ex.store, ex.renderer, ex.ready, project_id, clusters=AllClusters(ex.clusters)
+    )
+    app = create_app(context)
     web_config = None
     if ex.settings.web_config_file is not None:
         try:

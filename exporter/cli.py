@@ -40,6 +40,7 @@ _HELP = {
     "discover_interval": "seconds between two reads of the job list",
     "discover_max_age": "pick up only jobs created within this many seconds",
     "discover_job_types": "regular expression a job's type must match to be picked up",
+    "discover_clusters": "comma-separated cluster names or IDs: discover only their jobs",
     "job_ids_file": "file of job IDs to watch, one a line; re-read when it changes",
     "max_jobs": "most jobs watched at once",
     "shard_count": "number of exporters sharing the jobs",

@@ -109,6 +109,7 @@ class ListedJob:
     # published example of the list has none, although the same job read by
     # ID has sub-jobs: without the key, the list says nothing of the tree.
     tree_listed: bool = False
+    cluster_id: str = ""  # `spec.clusteruid`: empty when absent
 
     @property
     def finished(self) -> bool:
@@ -161,6 +162,7 @@ def listed_job(raw: object, source: str | None = None) -> ListedJob | None:
         completed_ns=_parsed(completed),
         raw=raw if source is None else source,
         tree_listed=isinstance(spec, dict) and isinstance(spec.get("subjobs"), list),
+        cluster_id=label(_text(spec, "clusteruid")),
     )
 
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from exporter import __version__
+from exporter.jobs.clusters import EMPTY_DIRECTORY, ClusterDirectory
 from exporter.jobs.ids import is_valid_id
 from exporter.jobs.state import JobStore
 from exporter.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Renderer
 from exporter.server.statuspage import CONTENT_SECURITY_POLICY, Body, Filters, StatusViews
+from exporter.watch.clusters import Clusters
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,13 @@ class WebContext:
     ready: Callable[[], bool]
     project_id: str = ""
     views: StatusViews = field(default_factory=StatusViews)
+    # The cluster lists as last read: names on /jobs, and its cluster filter by name.
+    clusters: Clusters | None = None
+
+    @property
+    def directory(self) -> ClusterDirectory:
+        """The latest cluster directory (empty without a cluster refresher)."""
+        return self.clusters.directory if self.clusters is not None else EMPTY_DIRECTORY
 
 
 _CONTEXT = web.AppKey("context", WebContext)
@@ -180,7 +189,11 @@ async def jobs_page(request: web.Request) -> web.StreamResponse:
     """Serve the status page: the watched jobs that match the filters, problems first."""
     context = request.app[_CONTEXT]
     page = await context.views.html(
-        context.store, context.project_id, _filters(request), _page_number(request)
+        context.store,
+        context.project_id,
+        _filters(request),
+        _page_number(request),
+        context.directory,
     )
     headers = {
         "Content-Type": "text/html; charset=utf-8",
@@ -193,7 +206,9 @@ async def jobs_page(request: web.Request) -> web.StreamResponse:
 async def jobs_api(request: web.Request) -> web.StreamResponse:
     """Serve the watched jobs that match the filters as JSON."""
     context = request.app[_CONTEXT]
-    document = await context.views.json(context.store, context.project_id, _filters(request))
+    document = await context.views.json(
+        context.store, context.project_id, _filters(request), context.directory
+    )
     headers = {"Content-Type": "application/json; charset=utf-8"}
     return await _send_view(request, headers, document)
 
@@ -207,7 +222,7 @@ async def job_api(request: web.Request) -> web.StreamResponse:
     state = context.store.get(job_id)
     if state is None:
         return web.json_response({"error": "the job is not watched", "job_id": job_id}, status=404)
-    document = await context.views.one(state, context.project_id)
+    document = await context.views.one(state, context.project_id, context.directory)
     headers = {"Content-Type": "application/json; charset=utf-8"}
     return await _send_view(request, headers, document)
 

@@ -70,6 +70,8 @@ def _split_list(value: object) -> object:
 
 
 IdList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
+# Cluster names (lowercase letters, digits, hyphens) and IDs (UUIDs) alike.
+CLUSTER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 class Settings(BaseSettings):
@@ -125,6 +127,7 @@ class Settings(BaseSettings):
     discover_interval: float = Field(default=60.0, gt=0)
     discover_max_age: float = Field(default=86400.0, gt=0)
     discover_job_types: str | None = None
+    discover_clusters: IdList = ()
     job_ids_file: Path | None = None
     admin_token: Secret = None
     admin_token_file: SecretFile = None
@@ -207,6 +210,15 @@ class Settings(BaseSettings):
                 msg = f"{value!r} is not a regular expression: {exc}"
                 raise ValueError(msg) from None
         return value
+
+    @field_validator("discover_clusters")
+    @classmethod
+    def _check_clusters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cluster in value:
+            if not CLUSTER_PATTERN.fullmatch(cluster):
+                msg = f"{cluster!r} is not a cluster name or ID, like 'prod-eu'"
+                raise ValueError(msg)
+        return tuple(dict.fromkeys(value))
 
     @field_validator("job_ids_file")
     @classmethod

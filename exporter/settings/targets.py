@@ -22,8 +22,6 @@ from exporter.settings.secrets import Secret, SecretFile, has_control_character
 
 IMPLICIT_TARGET = "default"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
-# Cluster names (lowercase letters, digits, hyphens) and IDs (UUIDs) alike.
-CLUSTER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 # The top-level settings that say what a target says for itself: with
 # `targets`, they are refused at the top level (one way to say a thing).
@@ -145,11 +143,7 @@ class TargetSettings(BaseModel):
     @field_validator("discover_clusters")
     @classmethod
     def _check_clusters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cluster in value:
-            if not CLUSTER_PATTERN.fullmatch(cluster):
-                msg = f"{cluster!r} is not a cluster name or ID, like 'prod-eu'"
-                raise ValueError(msg)
-        return tuple(dict.fromkeys(value))
+        return Settings._check_clusters(value)
 
     @field_validator("iam_domain", "iam_username")
     @classmethod

@@ -13,7 +13,8 @@ latest `ClusterDirectory`, replaced whole at each refresh.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import operator
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +50,10 @@ class Clusters(Protocol):
         """The latest directory."""
         ...
 
+    async def first_read(self) -> ClusterDirectory:
+        """Return the directory once the lists have been read (or tried) once."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterRefreshSettings:
@@ -79,6 +84,7 @@ class ClusterRefresher:
         # The error kind of each list's current run of failures (absent: none).
         self._failing: dict[ClusterKind, ErrorKind] = {}
         self._directory = EMPTY_DIRECTORY
+        self._tried = asyncio.Event()  # set once every list has been read or has failed once
 
     @property
     def directory(self) -> ClusterDirectory:
@@ -97,7 +103,10 @@ class ClusterRefresher:
     async def refresh(self) -> bool:
         """Read every cluster list once; return whether all were read."""
         with about_target(self._settings.target):
-            return await self._refresh()
+            try:
+                return await self._refresh()
+            finally:
+                self._tried.set()  # even after a bug: discovery must not wait for ever
 
     async def _refresh(self) -> bool:
         kinds = self._settings.kinds
@@ -115,6 +124,11 @@ class ClusterRefresher:
             cluster for kind in kinds for cluster in self._lists.get(kind, ())
         )
         return ok
+
+    async def first_read(self) -> ClusterDirectory:
+        """Return the directory once the lists have been read (or tried) once."""
+        await self._tried.wait()
+        return self._directory
 
     async def run(self) -> None:
         """Refresh every interval for ever; cancel to stop."""
@@ -168,3 +182,33 @@ class ClusterRefresher:
             kept=len(self._lists.get(kind, ())),
             **fields,
         )
+
+
+class AllClusters:
+    """The clusters of every target as one directory (cluster IDs are unique across projects).
+
+    For the status page, which names the clusters of jobs of every target, and
+    filters by cluster name across them. The merged directory is made again
+    only when a target's directory was replaced.
+    """
+
+    def __init__(self, sources: Sequence[Clusters]) -> None:
+        self._sources = tuple(sources)
+        self._seen: tuple[ClusterDirectory, ...] = ()
+        self._merged = EMPTY_DIRECTORY
+
+    @property
+    def directory(self) -> ClusterDirectory:
+        """Every target's clusters, as last read."""
+        current = tuple(source.directory for source in self._sources)
+        if len(current) == 1:
+            return current[0]
+        if len(current) != len(self._seen) or not all(map(operator.is_, current, self._seen)):
+            self._seen = current
+            self._merged = ClusterDirectory(c for directory in current for c in directory)
+        return self._merged
+
+    async def first_read(self) -> ClusterDirectory:
+        """Return the merged directory once every target's lists have been read (or tried)."""
+        await asyncio.gather(*(source.first_read() for source in self._sources))
+        return self.directory

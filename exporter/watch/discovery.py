@@ -12,9 +12,14 @@ list changes nothing of that list's jobs, and nothing of the other's. An
 endpoint that does not offer Autopilot (its list answers 404) lists no
 Autopilot jobs: that is said once, and is no failure.
 
+With `discover_clusters`, only jobs of those clusters are offered: names are
+resolved to IDs through the cluster lists (`exporter.watch.clusters`), read
+once before the first pass; a name no list shows is said once (it may be an
+ID, which matches as it is, or a cluster not yet created).
+
 Each target that discovers has a Discovery of its own, reading its project's
-lists through its own client: a target whose lists cannot be read holds back
-no other's.
+lists (and resolving its cluster names through its own cluster lists) with its
+own client: a target whose lists cannot be read holds back no other's.
 """
 
 import asyncio
@@ -32,6 +37,7 @@ from exporter.jobs.tree import InvalidJobError
 from exporter.jobs.v2 import ListedJob
 from exporter.logs import about_target, event
 from exporter.metrics.cce_exporter import Instruments
+from exporter.watch.clusters import Clusters
 from exporter.watch.watchlist import Outcome, Route, WatchList
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,8 @@ class DiscoverySettings:
     # ago than this is not watched at all.
     finished_retention: float = 3600.0
     target: str = DEFAULT_TARGET  # whose project this is: the jobs found are its
+    # Cluster names or IDs whose jobs are offered; empty: every cluster's.
+    clusters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +93,11 @@ class Discovery:
         settings: DiscoverySettings,
         *,
         clock: Callable[[], float] = time.time,
+        clusters: Clusters | None = None,
     ) -> None:
         self._lister = lister
+        self._clusters = clusters
+        self._unresolved: tuple[str, ...] = ()  # names of `discover_clusters` no list shows
         self._watchlist = watchlist
         # Whether the list has been read (or tried) once: until then, readiness waits.
         self.tried = False
@@ -107,6 +118,7 @@ class Discovery:
             return await self._refresh()
 
     async def _refresh(self) -> Pass:
+        wanted = await self._wanted_clusters()
         readings = await asyncio.gather(*(self._read(api) for api in Api))
         self.tried = True
         now = self._clock()
@@ -117,7 +129,7 @@ class Discovery:
                 failed.append(api)
                 continue
             listed += len(jobs)
-            handed, kept = self._act(api, jobs, now)
+            handed, kept = self._act(api, jobs, now, wanted)
             watched, stored = watched + handed, stored + kept
         event(
             log,
@@ -153,7 +165,36 @@ class Discovery:
             self._autopilot_offered = True
         return jobs
 
-    def _act(self, api: Api, listed: list[ListedJob], now: float) -> tuple[int, int]:
+    async def _wanted_clusters(self) -> frozenset[str] | None:
+        """Return the IDs of the clusters whose jobs are offered; None for every cluster."""
+        names = self._settings.clusters
+        if not names:
+            return None
+        directory = None if self._clusters is None else await self._clusters.first_read()
+        wanted: set[str] = set()
+        unresolved = []
+        for name in names:
+            ids = () if directory is None else directory.resolve(name)
+            if not ids:
+                unresolved.append(name)
+            # An entry no list shows still matches as an ID (the lists may be refused).
+            wanted.update(ids or (name,))
+        if tuple(unresolved) != self._unresolved:
+            self._unresolved = tuple(unresolved)
+            if unresolved:
+                event(
+                    log,
+                    logging.WARNING,
+                    "discover_clusters_unresolved",
+                    clusters=",".join(unresolved),
+                    known=0 if directory is None else len(directory),
+                    hint="no cluster list shows these names: they match only as cluster IDs",
+                )
+        return frozenset(wanted)
+
+    def _act(
+        self, api: Api, listed: list[ListedJob], now: float, wanted: frozenset[str] | None = None
+    ) -> tuple[int, int]:
         """Offer the jobs of one list that qualify; return (watched, stored from the list)."""
         done = self._done[api]
         present: set[str] = set()
@@ -166,6 +207,8 @@ class Discovery:
             present.add(job_id)
             if job_id in done or not self._qualifies(job, now):
                 continue
+            if wanted is not None and job.cluster_id not in wanted:
+                continue  # judged again next pass: the cluster's name may come to resolve
             if not is_valid_id(job_id):
                 invalid.add(job_id)
                 continue

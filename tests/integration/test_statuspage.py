@@ -1,5 +1,6 @@
 import gzip
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
@@ -8,6 +9,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from exporter.errors import ErrorKind
+from exporter.jobs.clusters import Cluster, ClusterDirectory, ClusterKind
 from exporter.jobs.state import JobState, JobStore
 from exporter.jobs.tree import flatten
 from exporter.metrics.cce_exporter import Instruments
@@ -455,9 +457,9 @@ async def test_views_of_other_filters_are_kept_within_a_bound(
     built: list[Filters] = []
     real = views.render_html
 
-    def counting(*args: Any) -> str:
+    def counting(*args: Any, **kwargs: Any) -> str:
         built.append(args[3])
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(views, "render_html", counting)
     store, status = _store(example_job), StatusViews(clock=lambda: NOW)
@@ -470,3 +472,45 @@ async def test_views_of_other_filters_are_kept_within_a_bound(
     for filters in (running, failed, done):
         await status.html(store, "p1", filters)
     assert built == [failed, done, running, failed, done]
+
+
+@dataclass
+class _Lists:
+    """A cluster directory holder, as the cluster refresher is one."""
+
+    directory: ClusterDirectory
+
+    async def first_read(self) -> ClusterDirectory:
+        return self.directory
+
+
+def _cluster(cluster_id: str, name: str) -> Cluster:
+    return Cluster(cluster_id, name, ClusterKind.CCE, "Available", "CCE", "VirtualMachine", "", "")
+
+
+async def test_clusters_are_filtered_and_shown_by_name(
+    aiohttp_client: AiohttpClient, instruments: Instruments, example_job: dict[str, Any]
+) -> None:
+    """The cluster filter takes a name from the cluster lists; cards and JSON name the cluster."""
+    lists = _Lists(ClusterDirectory([_cluster("c-2", "prod-eu"), _cluster("c-3", "edge")]))
+    context = WebContext(
+        _store(example_job),
+        Renderer(instruments.registry),
+        lambda: True,
+        "p1",
+        StatusViews(clock=lambda: NOW),
+        clusters=lists,
+    )
+    client = await aiohttp_client(create_app(context))
+    html = await (await client.get("/jobs?cluster=edge")).text()
+    assert _ids(html) == ["job-done"]
+    assert "cluster edge (c-3)" in html
+    doc = await (await client.get("/api/v1/jobs?cluster=prod-eu&cluster=edge")).json()
+    named = {job["job_id"]: job["cluster_name"] for job in doc["jobs"]}
+    assert named["job-done"] == "edge"
+    assert set(named.values()) == {"prod-eu", "edge"}
+    # A rename shows on the next request, though no job changed.
+    lists.directory = ClusterDirectory([_cluster("c-3", "edge-renamed")])
+    html = await (await client.get("/jobs?cluster=edge-renamed")).text()
+    assert _ids(html) == ["job-done"]
+    assert "cluster edge-renamed (c-3)" in html

@@ -319,6 +319,7 @@ def test_each_refusal_has_its_own_message(tmp_path: Path) -> None:
         "discover_interval": 5,
         "discover_max_age": 5,
         "discover_job_types": "x",
+        "discover_clusters": ["prod"],
         "targets": [_target("a", "p1")],
     }
     problems = _problems(tmp_path, data)

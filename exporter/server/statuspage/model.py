@@ -6,10 +6,11 @@ never recursively, so no tree can exhaust the stack.
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from exporter.jobs.clusters import EMPTY_DIRECTORY, ClusterDirectory
 from exporter.jobs.state import ERROR_KINDS, JobState
 from exporter.jobs.tree import JobNode
 from exporter.server.statuspage.stuck import stuck_threshold
@@ -112,13 +113,16 @@ def node_json(node: JobNode, now: float) -> dict[str, Any]:
     }
 
 
-def job_json(state: JobState, now: float) -> dict[str, Any]:
+def job_json(
+    state: JobState, now: float, clusters: ClusterDirectory = EMPTY_DIRECTORY
+) -> dict[str, Any]:
     """One watched job: how its polls went and its tree, root first, depth-first."""
     nodes = state.tree.nodes if state.tree is not None else ()
     return {
         "job_id": state.job_id,
         "target": state.target,
         "project_id": state.project_id,
+        "cluster_name": clusters.name(nodes[0].cluster_id) if nodes else "",
         "api": state.api.value if state.api is not None else None,
         "polls": state.polls,
         "last_poll_ok": state.last_ok if state.polls else None,
@@ -149,6 +153,8 @@ class Filters:
     cluster: tuple[str, ...] = ()
     q: str = ""
     target: tuple[str, ...] = ()
+    # The cluster IDs that `cluster` (names or IDs) stands for: see `resolved`.
+    cluster_ids: frozenset[str] = frozenset()
 
     @classmethod
     def from_query(cls, query: Mapping[str, Sequence[str]]) -> "Filters":
@@ -160,7 +166,16 @@ class Filters:
             cluster=_values(query, "cluster"),
             q=q[0].lower() if q else "",
             target=_values(query, "target"),
+            cluster_ids=frozenset(_values(query, "cluster")),
         )
+
+    def resolved(self, clusters: ClusterDirectory) -> "Filters":
+        """Return these filters with each cluster name turned into the IDs it names.
+
+        A value no cluster list shows stands for itself, as an ID.
+        """
+        ids = frozenset(i for value in self.cluster for i in clusters.resolve(value) or (value,))
+        return replace(self, cluster_ids=ids)
 
     def pairs(self) -> list[tuple[str, str]]:
         """Return the filters as query-string pairs, to keep them in links."""
@@ -179,7 +194,7 @@ class Filters:
             (self.target and state.target not in self.target)
             or (self.phase and (root is None or (root.phase or "").lower() not in self.phase))
             or (self.type and (root is None or root.job_type not in self.type))
-            or (self.cluster and (root is None or root.cluster_id not in self.cluster))
+            or (self.cluster and (root is None or root.cluster_id not in self.cluster_ids))
         ):
             return False
         if self.q:
@@ -218,7 +233,11 @@ def ordered(states: Iterable[JobState], now: float) -> list[tuple[Group, JobStat
 
 
 def jobs_json(
-    states: Iterable[JobState], project_id: str, now: float, filters: Filters = NO_FILTERS
+    states: Iterable[JobState],
+    project_id: str,
+    now: float,
+    filters: Filters = NO_FILTERS,
+    clusters: ClusterDirectory = EMPTY_DIRECTORY,
 ) -> dict[str, Any]:
     """Build the whole JSON document of `/api/v1/jobs`."""
     states = list(states)
@@ -227,11 +246,16 @@ def jobs_json(
         "generated_at": iso_time(now),
         "targets": targets_of(states),
         "jobs": [
-            job_json(state, now) for _, state in ordered(states, now) if filters.matches(state)
+            job_json(state, now, clusters)
+            for _, state in ordered(states, now)
+            if filters.matches(state)
         ],
     }
 
 
-def job_document(state: JobState, project_id: str, now: float) -> dict[str, Any]:
+def job_document(
+    state: JobState, project_id: str, now: float, clusters: ClusterDirectory = EMPTY_DIRECTORY
+) -> dict[str, Any]:
     """Build the JSON document of `/api/v1/jobs/{job_id}`: one watched job."""
-    return {"project_id": project_id, "generated_at": iso_time(now), "job": job_json(state, now)}
+    job = job_json(state, now, clusters)
+    return {"project_id": project_id, "generated_at": iso_time(now), "job": job}

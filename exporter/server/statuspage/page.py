@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable
 from urllib.parse import quote, urlencode
 
+from exporter.jobs.clusters import EMPTY_DIRECTORY, ClusterDirectory
 from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState
 from exporter.jobs.tree import PHASES, JobNode
@@ -145,8 +146,10 @@ def _node_row(node: JobNode, now: float, *, ended: bool) -> str:
     )
 
 
-def _root_facts(root: JobNode, now: float) -> list[str]:
-    facts = [f"cluster {_e(root.cluster_id or '-')}"]
+def _root_facts(root: JobNode, now: float, clusters: ClusterDirectory) -> list[str]:
+    name = clusters.name(root.cluster_id) if root.cluster_id else ""
+    cluster = f"{name} ({root.cluster_id})" if name else root.cluster_id or "-"
+    facts = [f"cluster {_e(cluster)}"]
     created = seconds(root.created_ns)
     if created is not None:
         facts.append(f"created {_e(iso_time(created))}")
@@ -186,7 +189,14 @@ def _failure(root: JobNode, nodes: tuple[JobNode, ...]) -> str:
 _API_NAMES = {Api.CCE: "CCE", Api.AUTOPILOT: "CCE Autopilot"}
 
 
-def job_card(state: JobState, group: Group, now: float, *, show_target: bool = False) -> str:
+def job_card(
+    state: JobState,
+    group: Group,
+    now: float,
+    clusters: ClusterDirectory = EMPTY_DIRECTORY,
+    *,
+    show_target: bool = False,
+) -> str:
     """One watched job: its facts, its failure, and its tree folded in a `<details>`.
 
     `show_target` names the job's target and project first among its facts.
@@ -199,7 +209,7 @@ def job_card(state: JobState, group: Group, now: float, *, show_target: bool = F
     else:
         name = f" · {_e(root.resource_name)}" if root.resource_name else ""
         title = f"{_phase_badge(root.phase)} {_e(root.job_type or '(no type)')}{name}"
-        facts = _root_facts(root, now) + _poll_facts(state, now)
+        facts = _root_facts(root, now, clusters) + _poll_facts(state, now)
     if state.api is not None:  # which job API the job lives on
         facts.insert(0, _API_NAMES[state.api])
     if show_target:
@@ -291,7 +301,7 @@ def _form(filters: Filters, *, with_target: bool = False) -> str:
                 else ()
             ),
             ("type", filters.type[0] if filters.type else "", "job type"),
-            ("cluster", filters.cluster[0] if filters.cluster else "", "cluster ID"),
+            ("cluster", filters.cluster[0] if filters.cluster else "", "cluster name or ID"),
             ("q", filters.q, "job ID or resource name"),
         )
     )
@@ -367,6 +377,8 @@ def render_html(
     now: float,
     filters: Filters = NO_FILTERS,
     page: int = 1,
+    *,
+    clusters: ClusterDirectory = EMPTY_DIRECTORY,
 ) -> str:
     """Render the `/jobs` page: the summary of every job, then one page of those that match."""
     jobs = ordered(states, now)
@@ -388,7 +400,7 @@ def render_html(
                 f'<section class="group {css}" id="{css}"><h2>{GROUP_TITLES[group]} ({total})</h2>'
             )
             current = group
-        body.append(job_card(state, group, now, show_target=several))
+        body.append(job_card(state, group, now, clusters, show_target=several))
     if current is not None:
         body.append("</section>")
     if not jobs:

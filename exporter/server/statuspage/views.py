@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from exporter.jobs.clusters import EMPTY_DIRECTORY, ClusterDirectory
 from exporter.jobs.state import JobState
 from exporter.server.statuspage.model import NO_FILTERS, Filters, job_document, jobs_json
 from exporter.server.statuspage.page import render_html
@@ -52,6 +53,7 @@ class _Built:
     states: tuple[JobState, ...]
     at: float
     body: Body = field(repr=False)
+    clusters: ClusterDirectory = EMPTY_DIRECTORY
 
 
 class StatusViews:
@@ -76,29 +78,40 @@ class StatusViews:
         project_id: str,
         filters: Filters = NO_FILTERS,
         page: int = 1,
+        clusters: ClusterDirectory = EMPTY_DIRECTORY,
     ) -> Body:
         """Return the `/jobs` page of these states, UTF-8."""
+        filters = filters.resolved(clusters)
 
         def build(snapshot: tuple[JobState, ...], now: float) -> Body:
-            return _compressed(render_html(snapshot, project_id, now, filters, page).encode())
+            page_text = render_html(snapshot, project_id, now, filters, page, clusters=clusters)
+            return _compressed(page_text.encode())
 
-        return await self._view(("html", filters, page), build, tuple(states))
+        return await self._view(("html", filters, page), build, tuple(states), clusters)
 
     async def json(
-        self, states: Iterable[JobState], project_id: str, filters: Filters = NO_FILTERS
+        self,
+        states: Iterable[JobState],
+        project_id: str,
+        filters: Filters = NO_FILTERS,
+        clusters: ClusterDirectory = EMPTY_DIRECTORY,
     ) -> Body:
         """Return the `/api/v1/jobs` document of these states, UTF-8."""
+        filters = filters.resolved(clusters)
 
         def build(snapshot: tuple[JobState, ...], now: float) -> Body:
-            return _compressed(json.dumps(jobs_json(snapshot, project_id, now, filters)).encode())
+            document = jobs_json(snapshot, project_id, now, filters, clusters)
+            return _compressed(json.dumps(document).encode())
 
-        return await self._view(("json", filters, 0), build, tuple(states))
+        return await self._view(("json", filters, 0), build, tuple(states), clusters)
 
-    async def one(self, state: JobState, project_id: str) -> Body:
+    async def one(
+        self, state: JobState, project_id: str, clusters: ClusterDirectory = EMPTY_DIRECTORY
+    ) -> Body:
         """Return the `/api/v1/jobs/{job_id}` document of one job, UTF-8 (never kept)."""
 
         def build() -> Body:
-            document = job_document(state, project_id, self._clock())
+            document = job_document(state, project_id, self._clock(), clusters)
             return _compressed(json.dumps(document).encode())
 
         async with self._lock:
@@ -109,6 +122,7 @@ class StatusViews:
         key: ViewKey,
         build: Callable[[tuple[JobState, ...], float], Body],
         states: tuple[JobState, ...],
+        clusters: ClusterDirectory,
     ) -> Body:
         async with self._lock:
             built = self._built.get(key)
@@ -116,13 +130,14 @@ class StatusViews:
             if (
                 built is not None
                 and len(built.states) == len(states)
+                and built.clusters is clusters  # the names shown are those of the same lists
                 and all(map(operator.is_, built.states, states))
                 and 0 <= now - built.at < VIEW_MAX_AGE
             ):
                 return built.body
             body = await asyncio.to_thread(build, states, now)
             self._built.pop(key, None)
-            self._built[key] = _Built(states, now, body)
+            self._built[key] = _Built(states, now, body, clusters)
             held = sum(view.body.size for view in self._built.values())
             while len(self._built) > 1 and (len(self._built) > MAX_VIEWS or held > MAX_VIEW_BYTES):
                 held -= self._built.pop(next(iter(self._built))).body.size
