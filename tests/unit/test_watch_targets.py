@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from exporter.jobs.clusters import Cluster, ClusterDirectory, ClusterKind
 from exporter.jobs.state import DEFAULT_TARGET, JobState
 from exporter.metrics.cce_exporter import Instruments
 from exporter.settings.targets import IMPLICIT_TARGET
+from exporter.watch.clusters import AllClusters
 from exporter.watch.jobsfile import JobsFile, parse_entries
 from exporter.watch.watchlist import Route, UnknownTargetError
 from tests.conftest import idle_watchlist
@@ -142,3 +144,31 @@ def test_a_single_target_file_reads_as_before(tmp_path: Path, instruments: Instr
     watchlist, store, _ = idle_watchlist(instruments)
     assert JobsFile(path, watchlist).check()
     assert {s.job_id for s in store} == {"job-a", "job-b"}
+
+
+class _Source:
+    """A target's cluster lists, as the status page reads them."""
+
+    def __init__(self, *clusters: Cluster) -> None:
+        self.directory = ClusterDirectory(clusters)
+
+    async def first_read(self) -> ClusterDirectory:
+        """Return the directory (read already)."""
+        return self.directory
+
+
+async def test_the_status_page_knows_the_clusters_of_every_target() -> None:
+    """Clusters of all targets in one directory, made again only when a target's changes."""
+    eu = _Source(Cluster("c-eu", "prod", ClusterKind.CCE))
+    cn = _Source(
+        Cluster("c-cn", "prod", ClusterKind.CCE), Cluster("c-cn2", "edge", ClusterKind.CCE)
+    )
+    every = AllClusters([eu, cn])
+    merged = every.directory
+    assert (merged.name("c-eu"), merged.name("c-cn2")) == ("prod", "edge")
+    assert sorted(merged.resolve("prod")) == ["c-cn", "c-eu"]  # a name both share
+    assert every.directory is merged  # nothing changed: the same directory
+    cn.directory = ClusterDirectory([Cluster("c-cn3", "new", ClusterKind.AUTOPILOT)])
+    assert every.directory.name("c-cn3") == "new"
+    assert "c-cn" not in every.directory
+    assert await every.first_read() is every.directory
