@@ -1,7 +1,9 @@
-"""A stand-in CCE API for the polling benchmark: every job is running, every answer takes LATENCY.
+"""A stand-in CCE API for the polling benchmarks: every job is running, every answer takes LATENCY.
 
 Run as its own process (the benchmark starts it), so that its CPU does not
 count against the exporter's: `python benchmarks/standin.py --latency 0.05`.
+`--moves 0.01` makes only that share of the answers new (a new update time):
+the others repeat the job's previous answer byte for byte.
 It prints the port it listens on (loopback, chosen by the system) and serves
 until its standard input closes.
 """
@@ -9,6 +11,7 @@ until its standard input closes.
 import argparse
 import asyncio
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -57,10 +60,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--subjobs", type=int, default=10)
+    parser.add_argument("--moves", type=float, default=1.0, help="share of answers that are new")
     args = parser.parse_args()
     created = time.time() - 600
     marker = "UPDATED-AT"
     bodies: dict[str, tuple[bytes, bytes]] = {}
+    last: dict[str, bytes] = {}
+    rng = random.Random(3)  # noqa: S311 - which answers move on, not cryptography
 
     async def show_job(request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
@@ -70,9 +76,13 @@ async def main() -> None:
             job["metadata"]["updateTimestamp"] = marker
             head, _, tail = json.dumps(job).encode().partition(marker.encode())
             parts = bodies[job_id] = (head, tail)
-        # A running job moves on: its update time is new at every answer.
-        body = parts[0] + go_time(time.time()).encode() + parts[1]
-        await asyncio.sleep(args.latency)
+        # A running job moves on: its update time is new at every answer (or
+        # at that share of them; the others repeat the job's last answer).
+        body = last.get(job_id)
+        if body is None or rng.random() < args.moves:
+            body = last[job_id] = parts[0] + go_time(time.time()).encode() + parts[1]
+        if args.latency > 0:
+            await asyncio.sleep(args.latency)
         return web.Response(body=body, content_type="application/json")
 
     app = web.Application()

@@ -230,7 +230,7 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 instruments,
                 store,
                 scheduler,
-                Renderer(instruments.registry),
+                Renderer(instruments.registry, sparse=settings.sparse_metrics),
                 watchlist,
                 jobs_file,
                 discoveries,

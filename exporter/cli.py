@@ -27,6 +27,7 @@ _HELP = {
     "request_timeout": "seconds for one API request",
     "rate_limit": "most API requests per second",
     "finished_retention": "seconds a finished job keeps its series",
+    "sparse_metrics": "only the current phase, sub-job counts above zero, errors that happened",
     "listen_address": "host:port of the HTTP server",
     "log_level": "debug, info, warning or error",
     "log_format": "text or json",

@@ -226,7 +226,8 @@ class JobNode:
         return self.phase in TERMINAL_PHASES
 
 
-@dataclass(frozen=True, slots=True)
+# Weakly referable: exporter.jobs.answers keeps each tree only as long as it lives.
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class JobTree:
     """A watched job and all its sub-jobs, root first, with what did not parse."""
 

@@ -2,7 +2,15 @@
 
 One watched job renders to one chunk of text per family, written exactly as
 prometheus-client would write the same series (labels sorted, values as Go
-floats); `exporter.metrics.exposition` caches the chunks and serves them.
+floats); `exporter.metrics.exposition` caches the chunks and serves them. The
+families of the job tree come first and are rendered from the tree alone
+(`render_tree`), so that a poll that read the same tree again renders only
+the three polling families (`render_polls`).
+
+The sparse form (`sparse_metrics`) is the dense form without the zeros that
+say nothing new: of `cce_job_status_phase` only the current phase, of
+`cce_job_subjobs` only the phases some sub-job is in, of
+`cce_job_poll_errors_total` only the kinds of error that happened.
 """
 
 from collections.abc import Callable
@@ -12,7 +20,7 @@ from typing import cast
 from prometheus_client.utils import floatToGoString
 
 from exporter.jobs.state import ERROR_KINDS, JobState
-from exporter.jobs.tree import MAX_LABEL_CHARS, PHASES, JobNode
+from exporter.jobs.tree import MAX_LABEL_CHARS, PHASES, JobNode, JobTree
 
 # prometheus-client ships this without annotations.
 _go_float = cast(Callable[[float], str], floatToGoString)
@@ -101,20 +109,44 @@ def _seconds(nanos: int) -> str:
     return _go_float(nanos / 1_000_000_000)
 
 
-def render_job(state: JobState) -> tuple[bytes, ...]:
+# The families of the job tree, then those of its polls: FAMILIES in this order.
+TREE_FAMILIES = FAMILIES[: FAMILIES.index(Family.POLL_SUCCESS)]
+POLL_FAMILIES = FAMILIES[len(TREE_FAMILIES) :]
+
+
+def render_job(state: JobState, *, sparse: bool = False) -> tuple[bytes, ...]:
     """Render every series of one watched job: one chunk per family, in the order of FAMILIES.
 
     Its `project_id` is the job's own, its target's project.
     """
-    lines: dict[Family, list[str]] = {family: [] for family in FAMILIES}
-    p = _escape(state.project_id)
-    root_id = _escape(state.job_id)
-    if state.tree is not None:
-        api = state.api.value if state.api is not None else ""
-        for node in state.tree.nodes:
-            _render_node(lines, node, p, root_id, api)
+    api = state.api.value if state.api is not None else ""
+    tree = render_tree(state.tree, state.job_id, state.project_id, api=api, sparse=sparse)
+    return tree + render_polls(state, sparse=sparse)
+
+
+def render_tree(
+    tree: JobTree | None,
+    root_job_id: str,
+    project_id: str,
+    *,
+    api: str = "",
+    sparse: bool = False,
+) -> tuple[bytes, ...]:
+    """Render the series of a job tree (on job API `api`): one chunk per family of TREE_FAMILIES."""
+    lines: dict[Family, list[str]] = {family: [] for family in TREE_FAMILIES}
+    p = _escape(project_id)
+    root_id = _escape(root_job_id)
+    if tree is not None:
+        for node in tree.nodes:
+            _render_node(lines, node, p, root_id, api, sparse=sparse)
+    return tuple("".join(lines[family]).encode() for family in TREE_FAMILIES)
+
+
+def render_polls(state: JobState, *, sparse: bool = False) -> tuple[bytes, ...]:
+    """Render the polling series of a watched job (of its own project): POLL_FAMILIES' chunks."""
+    lines: dict[Family, list[str]] = {family: [] for family in POLL_FAMILIES}
     # Labels in sorted order, as prometheus-client writes them.
-    poll = f'job_id="{root_id}",project_id="{p}"'
+    poll = f'job_id="{_escape(state.job_id)}",project_id="{_escape(state.project_id)}"'
     if state.polls:
         lines[Family.POLL_SUCCESS].append(
             f"cce_job_poll_success{{{poll}}} {float(state.last_ok)}\n"
@@ -127,12 +159,19 @@ def render_job(state: JobState) -> tuple[bytes, ...]:
     lines[Family.POLL_ERRORS] = [
         f'cce_job_poll_errors_total{{error="{kind.value}",{poll}}} {float(count)}\n'
         for kind, count in zip(ERROR_KINDS, state.errors, strict=True)
+        if count or not sparse
     ]
-    return tuple("".join(lines[family]).encode() for family in FAMILIES)
+    return tuple("".join(lines[family]).encode() for family in POLL_FAMILIES)
 
 
 def _render_node(
-    lines: dict[Family, list[str]], node: JobNode, p: str, root_id: str, api: str
+    lines: dict[Family, list[str]],
+    node: JobNode,
+    p: str,
+    root_id: str,
+    api: str,
+    *,
+    sparse: bool,
 ) -> None:
     # Labels in sorted order, as prometheus-client writes them.
     job = f'job_id="{_escape(node.job_id)}",job_type="{_escape(node.job_type)}"'
@@ -148,6 +187,8 @@ def _render_node(
     phase_lines = lines[Family.PHASE]
     for phase in PHASES:
         value = "1.0" if node.phase == phase else "0.0"
+        if sparse and value == "0.0":
+            continue
         phase_lines.append(f'cce_job_status_phase{{{job},phase="{phase}",{tail}}} {value}\n')
     if node.phase is not None and node.phase not in PHASES:
         phase_lines.append(
@@ -166,6 +207,8 @@ def _render_node(
             f"cce_job_duration_seconds{{{base}}} {_seconds(node.updated_ns - node.created_ns)}\n"
         )
     for phase, count in node.subjob_phases or ():
+        if sparse and not count:
+            continue
         lines[Family.SUBJOBS].append(
             f'cce_job_subjobs{{{job},phase="{_escape(phase)}",{tail}}} {float(count)}\n'
         )

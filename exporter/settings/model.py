@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=10.0, gt=0)
     rate_limit: float = Field(default=20.0, gt=0)
     finished_retention: float = Field(default=3600.0, ge=0)
+    # Leave out the zeros of phases, sub-job counts and error kinds (docs/metrics.md).
+    sparse_metrics: bool = False
 
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     web_config_file: Path | None = None

@@ -19,8 +19,14 @@ def test_benchmark_script_runs_at_a_tiny_size() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for section in ("scrape:", "poll:", "requests:", "memory:", "status:"):
+    for section in ("scrape:", "poll:", "cpu:", "requests:", "memory:", "series:", "status:"):
         assert section in out
     assert "/metrics gzip time / (generate_latest + gzip time)" in out
     assert "v3 requests for jobs known finished" in out
+    # The four figures of issue 16, each beside what it is measured against.
+    assert "exporter CPU per poll / bare loop's (median of the rounds)" in out
+    assert "aiohttp GET + json.loads CPU per request" in out
+    assert "resident memory after plain scrapes too (VmRSS)" in out
+    assert "job series, dense form" in out
+    assert "job series, sparse / dense" in out
     assert "goals:" in out

@@ -14,14 +14,14 @@ from prometheus_client.openmetrics.parser import (
 from exporter.errors import ErrorKind
 from exporter.jobs.ids import Api
 from exporter.jobs.state import JobState
-from exporter.jobs.tree import flatten
+from exporter.jobs.tree import JobTree, flatten
 from exporter.metrics import exposition
 from exporter.metrics.cce_exporter import Instruments
-from exporter.metrics.cce_job import FAMILIES, Family, render_job
+from exporter.metrics.cce_job import FAMILIES, Family, render_job, render_polls, render_tree
 from exporter.metrics.exposition import Renderer
 from tests.conftest import labels, parse_series
 from tests.standins.cce import PROJECT_ID
-from tests.standins.jobs import EXAMPLE_JOB_ID
+from tests.standins.jobs import EXAMPLE_JOB_ID, job_object
 from tests.standins.processes import require_program
 
 ROOT = EXAMPLE_JOB_ID
@@ -154,31 +154,58 @@ def test_cached_rendering_follows_new_states(
     example_job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new state of a job is rendered anew; the same state is served from the cache."""
-    rendered: list[JobState] = []
+    trees: list[JobTree | None] = []
+    polls: list[JobState] = []
 
-    def counting_render_job(state: JobState) -> tuple[bytes, ...]:
-        rendered.append(state)
-        return render_job(state)
+    def counting_render_tree(tree: JobTree | None, *args: Any, **kwargs: Any) -> tuple[bytes, ...]:
+        trees.append(tree)
+        return render_tree(tree, *args, **kwargs)
 
-    monkeypatch.setattr(exposition, "render_job", counting_render_job)
+    def counting_render_polls(state: JobState, *args: Any, **kwargs: Any) -> tuple[bytes, ...]:
+        polls.append(state)
+        return render_polls(state, *args, **kwargs)
+
+    monkeypatch.setattr(exposition, "render_tree", counting_render_tree)
+    monkeypatch.setattr(exposition, "render_polls", counting_render_polls)
     renderer = Renderer(CollectorRegistry())
     first = _state(example_job, "p")
-    parts = renderer.render_parts([first])
-    again = renderer.render_parts([first])
-    assert rendered == [first]  # the second scrape rendered nothing
-    assert again == parts
-    # The job's cached chunks themselves are served, not copies of them.
-    job_parts = [part for part in parts if ROOT.encode() in part]
-    assert job_parts
-    assert all(any(part is cached for cached in again) for part in job_parts)
+    part = renderer.body([first], gzip=True).jobs
+    again = renderer.body([first], gzip=True).jobs
+    assert (trees, polls) == ([first.tree], [first])  # the second scrape rendered nothing
+    assert again is part  # the cached deflate stream itself is served, not a copy
+    assert renderer.render([first]) == renderer.render([first])
+    assert (trees, polls) == ([first.tree], [first])
     example_job["status"]["phase"] = "Success"
     second = first.succeeded(flatten(example_job, ROOT), POLLED_AT + 30)
     text = renderer.render([second]).decode()
-    assert rendered == [first, second]
+    assert (trees, polls) == ([first.tree, second.tree], [first, second])
     key = ("cce_job_status_phase", labels(
         project_id="p", job_id=ROOT, root_job_id=ROOT, job_type="CreateCluster", phase="Success"
     ))  # fmt: skip
     assert parse_series(text)[key] == 1.0
+
+
+def test_a_poll_that_read_the_same_tree_renders_only_the_polls(
+    example_job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new state holding the very tree of the last one re-renders its polling series alone."""
+    trees: list[JobTree | None] = []
+
+    def counting_render_tree(tree: JobTree | None, *args: Any, **kwargs: Any) -> tuple[bytes, ...]:
+        trees.append(tree)
+        return render_tree(tree, *args, **kwargs)
+
+    monkeypatch.setattr(exposition, "render_tree", counting_render_tree)
+    renderer = Renderer(CollectorRegistry())
+    first = _state(example_job, "p")
+    assert first.tree is not None
+    renderer.render([first])
+    second = first.succeeded(first.tree, POLLED_AT + 30)
+    text = renderer.render([second]).decode()
+    assert trees == [first.tree]
+    assert text == Renderer(CollectorRegistry()).render([second]).decode()
+    last = ("cce_job_last_poll_success_timestamp_seconds", labels(project_id="p", job_id=ROOT))
+    assert parse_series(text)[last] == POLLED_AT + 30
 
 
 class _Reference:
@@ -317,3 +344,30 @@ def test_promtool_accepts_the_exposition(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout + result.stderr == ""
+
+
+def test_large_bodies_plain_and_gzip_say_the_same(instruments: Instruments) -> None:
+    """Over many jobs and after changes, plain and gzip bodies hold the same text, of their size."""
+
+    def job(n: int, phase: str) -> JobState:
+        steps = [job_object(f"s{n}-{k}", phase, job_type=f"Step{k}") for k in range(6)]
+        tree = flatten(job_object(f"j{n}", phase, steps, reason=f"r{n}"), f"j{n}")
+        return JobState(f"j{n}").succeeded(tree, 1_000.0 + n)
+
+    renderer = Renderer(instruments.registry)
+    fresh = Renderer(CollectorRegistry())
+    states = [job(n, "Running") for n in range(300)]
+    for changed in (0, 1, 40):
+        for n in range(changed):  # a new tree for some, a failed poll for others
+            states[n] = job(n, "Success")
+            states[-1 - n] = states[-1 - n].failed(ErrorKind.TIMEOUT, "t", 2_000.0)
+        for openmetrics in (False, True):
+            plain_body = renderer.body(states, openmetrics=openmetrics)
+            gzip_body = renderer.body(states, openmetrics=openmetrics, gzip=True)
+            plain = b"".join(plain_body)
+            packed = b"".join(gzip_body)
+            assert len(plain) == len(plain_body) > 200_000
+            assert len(packed) == len(gzip_body)
+            unpacked = gzip.decompress(packed).decode()
+            reference = _job_part(fresh.render(states, openmetrics=openmetrics).decode())
+            assert _job_part(unpacked) == _job_part(plain.decode()) == reference
