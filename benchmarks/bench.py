@@ -151,7 +151,9 @@ def job_states(jobs: int, subjobs: int, *, seed: int = 1) -> list[JobState]:
     for n in range(jobs):
         job_id = f"{rng.getrandbits(32):08x}-{n:04d}-11f0-be88-0255ac10003f"
         body = json.dumps(realistic_job(job_id, subjobs, rng, now)).encode()
-        state = JobState(job_id).succeeded(flatten(json.loads(body), job_id), now - 5)
+        state = JobState(job_id, project_id=PROJECT).succeeded(
+            flatten(json.loads(body), job_id), now - 5
+        )
         if n % 7 == 0:
             state = state.failed(ErrorKind.TIMEOUT, "timeout: no answer within 10 s", now)
         states.append(state)
