@@ -12,6 +12,7 @@ from exporter.metrics.cce_exporter import Instruments
 from exporter.settings.targets import IMPLICIT_TARGET
 from exporter.watch.clusters import AllClusters
 from exporter.watch.jobsfile import JobsFile, parse_entries
+from exporter.watch.sharding import Shard, shard_of
 from exporter.watch.watchlist import Route, UnknownTargetError
 from tests.conftest import idle_watchlist
 
@@ -172,3 +173,21 @@ async def test_the_status_page_knows_the_clusters_of_every_target() -> None:
     assert every.directory.name("c-cn3") == "new"
     assert "c-cn" not in every.directory
     assert await every.first_read() is every.directory
+
+
+def test_shards_split_the_jobs_of_every_target_by_the_same_hash(instruments: Instruments) -> None:
+    """A replica owns a job by its ID's hash alone, whichever target names it."""
+    shard = Shard(0, 2)
+    watchlist, store, _ = idle_watchlist(instruments, targets=TARGETS, shard=shard)
+    eu = [f"eu-job-{n}" for n in range(20)]
+    cn = [f"cn-job-{n}" for n in range(20)]
+    outcomes = [
+        watchlist.add(Route.SETTINGS, eu, "eu-west"),
+        watchlist.add(Route.FILE, cn, "cn-north"),
+    ]
+    for ids, outcome in zip((eu, cn), outcomes, strict=True):
+        assert outcome.added == tuple(i for i in ids if shard_of(i, 2) == 0)
+        assert outcome.other_shard == tuple(i for i in ids if shard_of(i, 2) == 1)
+        assert outcome.added
+        assert outcome.other_shard
+    assert {s.job_id for s in store} == {i for i in eu + cn if shard_of(i, 2) == 0}
