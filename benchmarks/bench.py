@@ -151,7 +151,9 @@ def job_states(jobs: int, subjobs: int, *, seed: int = 1) -> list[JobState]:
     for n in range(jobs):
         job_id = f"{rng.getrandbits(32):08x}-{n:04d}-11f0-be88-0255ac10003f"
         body = json.dumps(realistic_job(job_id, subjobs, rng, now)).encode()
-        state = JobState(job_id).succeeded(flatten(json.loads(body), job_id), now - 5)
+        state = JobState(job_id, project_id=PROJECT).succeeded(
+            flatten(json.loads(body), job_id), now - 5
+        )
         if n % 7 == 0:
             state = state.failed(ErrorKind.TIMEOUT, "timeout: no answer within 10 s", now)
         states.append(state)
@@ -246,8 +248,8 @@ def bench_scrape(report: Report, jobs: int, subjobs: int, *, repeat: int) -> Non
     store = JobStore()
     fill(store, states)
     instruments = Instruments()
-    renderer = Renderer(PROJECT, instruments.registry)
-    text = Renderer(PROJECT, CollectorRegistry()).render(store).decode()
+    renderer = Renderer(instruments.registry)
+    text = Renderer(CollectorRegistry()).render(store).decode()
     series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
     report.figure("job series", series, "series")
 
@@ -305,7 +307,7 @@ def bench_series(report: Report, jobs: int, subjobs: int) -> None:
     fill(store, job_states(jobs, subjobs))
     counts = []
     for sparse in (False, True):
-        renderer = Renderer(PROJECT, CollectorRegistry(), sparse=sparse)
+        renderer = Renderer(CollectorRegistry(), sparse=sparse)
         text = renderer.render(store)
         counts.append(sum(1 for line in text.splitlines() if line.startswith(b"cce_job_")))
         form = "sparse" if sparse else "dense"
@@ -323,7 +325,7 @@ async def _status_times(
     store: JobStore, states: list[JobState], path: str, repeat: int
 ) -> tuple[list[float], int, int]:
     """Fetch `path` `repeat` times, each after a job changed: every answer is a fresh build."""
-    runner, url = await _serve(store, Renderer(PROJECT, CollectorRegistry()))
+    runner, url = await _serve(store, Renderer(CollectorRegistry()))
     url = url.removesuffix("/metrics") + path
     times = []
     packed = plain = 0
@@ -748,7 +750,7 @@ def memory_child(jobs: int, subjobs: int) -> None:
     store = JobStore()
     fill(store, states)
     del states
-    renderer = Renderer(PROJECT, Instruments().registry)
+    renderer = Renderer(Instruments().registry)
 
     async def serve() -> None:
         runner, url = await _serve(store, renderer)

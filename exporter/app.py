@@ -17,19 +17,17 @@ import aiohttp
 from aiohttp import web
 
 from exporter import __version__
-from exporter.cce.auth.aksk import AkSkAuth
-from exporter.cce.auth.base import Authenticator, TokenAuth
-from exporter.cce.auth.iam import IamAuth
-from exporter.cce.client import CCEClient
+from exporter.cce.auth.base import Authenticator
 from exporter.cce.proxy import Proxies
 from exporter.cce.ratelimit import RateLimiter
+from exporter.cce.targets import target_auth, target_client
 from exporter.jobs.state import JobStore
 from exporter.logs import crash, event
 from exporter.metrics.cce_cluster import ClusterCollector
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.exposition import Renderer
 from exporter.metrics.history import JobHistory
-from exporter.scheduler import PollSettings, Scheduler
+from exporter.scheduler import PollSettings, PollTarget, Scheduler
 from exporter.server import adminapi
 from exporter.server.connections import ConnectionGuard, GuardedSite, Limits
 from exporter.server.endpoints import WebContext, create_app
@@ -37,8 +35,9 @@ from exporter.server.webconfig.format import WebConfigError
 from exporter.server.webconfig.live import LiveWebConfig, secure
 from exporter.settings.load import ConfigError, Problem
 from exporter.settings.model import Settings, split_host_port
-from exporter.watch.clusters import ClusterRefresher, ClusterRefreshSettings
-from exporter.watch.discovery import Discovery, DiscoverySettings
+from exporter.settings.resolved import Target, resolve_targets
+from exporter.watch.clusters import AllClusters, ClusterRefresher, ClusterRefreshSettings
+from exporter.watch.discovery import Discovery, DiscoverySettings, JobLister
 from exporter.watch.jobsfile import JobsFile
 from exporter.watch.sharding import Shard
 from exporter.watch.watchlist import Route, WatchList
@@ -68,9 +67,15 @@ class Exporter:
     renderer: Renderer
     watchlist: WatchList
     jobs_file: JobsFile | None = None
-    discovery: Discovery | None = None
-    clusters: ClusterRefresher | None = None
+    discoveries: tuple[Discovery, ...] = ()  # one per target that discovers
+    targets: tuple[Target, ...] = ()
+    clusters: tuple[ClusterRefresher, ...] = ()  # one per target
     started: _Latch = field(default_factory=_Latch, repr=False)
+
+    @property
+    def discovery(self) -> Discovery | None:
+        """The discovery of the first target that discovers, if any (the only one, usually)."""
+        return self.discoveries[0] if self.discoveries else None
 
     def ready(self) -> bool:
         """Tell whether start-up is done: every watched job polled once, the job list read once.
@@ -80,7 +85,7 @@ class Exporter:
         must not take the exporter out of its Service for minutes.
         """
         if not self.started.up:
-            listed = self.discovery is None or self.discovery.tried
+            listed = all(discovery.tried for discovery in self.discoveries)
             self.started.up = listed and self.scheduler.ready
         return self.started.up
 
@@ -89,10 +94,8 @@ class Exporter:
         loops = []
         if self.jobs_file is not None:
             loops.append(self.jobs_file.run())
-        if self.discovery is not None:
-            loops.append(self.discovery.run())
-        if self.clusters is not None:
-            loops.append(self.clusters.run())
+        loops += [discovery.run() for discovery in self.discoveries]
+        loops += [clusters.run() for clusters in self.clusters]
         return loops
 
 
@@ -116,36 +119,37 @@ def make_auth(
     instruments: Instruments,
     limiter: RateLimiter | None = None,
 ) -> Authenticator:
-    """Return the authenticator that the settings configure (exactly one, by check_settings)."""
-    method = settings.auth_method
-    project_id = settings.project_id or ""
-    if method == "aksk":
-        access_key, secret_key = settings.secret("access_key"), settings.secret("secret_key")
-        if access_key is not None and secret_key is not None:
-            return AkSkAuth(
-                access_key,
-                secret_key,
-                project_id=project_id,
-                security_token=settings.secret("security_token"),
-            )
-    elif method == "iam":
-        password = settings.secret("iam_password")
-        if settings.iam_domain and settings.iam_username and password is not None:
-            return IamAuth(
-                session,
-                settings.iam_token_endpoint,
-                domain=settings.iam_domain,
-                username=settings.iam_username,
-                password=password,
-                project_id=project_id,
-                instruments=instruments,
-                timeout=settings.request_timeout,
-                limiter=limiter,
-            )
-    elif settings.token is not None:
-        return TokenAuth(settings.token)
-    msg = "no complete authentication configured"  # excluded by check_settings
-    raise RuntimeError(msg)
+    """Return the authenticator of the settings' first (or only) target."""
+    target = resolve_targets(settings)[0]
+    return target_auth(target, session, instruments.target(target.name), limiter)
+
+
+def _discovery(
+    target: Target,
+    watchlist: WatchList,
+    instruments: Instruments,
+    settings: Settings,
+    *,
+    reader: JobLister,
+    clusters: ClusterRefresher,
+) -> Discovery:
+    """Build the discovery of a target that discovers, with its target's cluster lists."""
+    job_types = target.discover_job_types
+    return Discovery(
+        reader,
+        watchlist,
+        instruments,
+        DiscoverySettings(
+            project_id=target.project_id,
+            interval=target.discover_interval,
+            max_age=target.discover_max_age,
+            job_types=re.compile(job_types) if job_types is not None else None,
+            finished_retention=settings.finished_retention,
+            target=target.name,
+            clusters=target.discover_clusters,
+        ),
+        clusters=clusters,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -153,31 +157,30 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
     """Build the exporter: one HTTP session for its whole life, closed at the end."""
     shard = Shard(settings.shard, settings.shard_count)
     instruments = Instruments(shard_index=shard.index, shard_count=shard.count)
-    connector = aiohttp.TCPConnector(limit=settings.poll_concurrency, ssl=ssl_context(settings))
+    targets = resolve_targets(settings)
+    # Room for each target's discovery and IAM requests besides the polls:
+    # a target whose API hangs holds no connection another's polls need.
+    limit = settings.poll_concurrency + 2 * (len(targets) - 1)
+    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context(settings))
     async with aiohttp.ClientSession(connector=connector) as session:
-        limiter = RateLimiter(settings.rate_limit)
-        client = CCEClient(
-            session,
-            settings.cce_endpoint,
-            make_auth(settings, session, instruments, limiter),
-            instruments,
-            timeout=settings.request_timeout,
-            limiter=limiter,
-        )
+        clients = {}
+        for target in targets:
+            view = instruments.target(target.name)
+            instruments.describe_target(
+                target.name, target.project_id, target.region or "", target.endpoint
+            )
+            clients[target.name] = target_client(target, session, view)
         store = JobStore()
-        project_id = settings.project_id or ""
+        # One history for every target: each job counts under its own project_id.
         history = JobHistory(
-            instruments.registry,
-            project_id,
-            started=time.time(),
-            retention=settings.finished_retention,
+            instruments.registry, started=time.time(), retention=settings.finished_retention
         )
         scheduler = Scheduler(
-            client,
+            [PollTarget(t.name, t.project_id, clients[t.name]) for t in targets],
             store,
             instruments,
             PollSettings(
-                project_id=project_id,
+                project_id=targets[0].project_id,
                 poll_interval=settings.poll_interval,
                 poll_concurrency=settings.poll_concurrency,
                 finished_retention=settings.finished_retention,
@@ -186,34 +189,37 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
             history=history,
         )
         watchlist = WatchList(scheduler, instruments, shard=shard, max_jobs=settings.max_jobs)
-        watchlist.add(Route.SETTINGS, settings.job_ids)
+        for target in targets:
+            watchlist.add(Route.SETTINGS, target.job_ids, target.name)
         jobs_file = None
         if settings.job_ids_file is not None:
             jobs_file = JobsFile(settings.job_ids_file, watchlist)
             jobs_file.check()
-        clusters = ClusterRefresher(
-            client,
-            instruments,
-            ClusterRefreshSettings(project_id, interval=settings.cluster_refresh_interval),
+        clusters = tuple(
+            ClusterRefresher(
+                clients[target.name],
+                instruments,
+                ClusterRefreshSettings(
+                    target.project_id,
+                    interval=settings.cluster_refresh_interval,
+                    target=target.name,
+                ),
+            )
+            for target in targets
         )
-        discovery = None
-        if settings.discover:
-            job_types = settings.discover_job_types
-            discovery = Discovery(
-                client,
+        discoveries = tuple(
+            _discovery(
+                target,
                 watchlist,
                 instruments,
-                DiscoverySettings(
-                    project_id=project_id,
-                    interval=settings.discover_interval,
-                    max_age=settings.discover_max_age,
-                    job_types=re.compile(job_types) if job_types is not None else None,
-                    finished_retention=settings.finished_retention,
-                    clusters=settings.discover_clusters,
-                ),
-                clusters=clusters,
+                settings,
+                reader=clients[target.name],
+                clusters=refresher,
             )
-        instruments.registry.register(ClusterCollector(project_id, lambda: clusters.directory))
+            for target, refresher in zip(targets, clusters, strict=True)
+            if target.discover
+        )
+        instruments.registry.register(ClusterCollector({c.project_id: c.current for c in clusters}))
         event(log, logging.INFO, "shard", index=shard.index, count=shard.count, jobs=len(store))
         proxies = Proxies.from_environ(os.environ).describe()
         if proxies:  # without credentials
@@ -224,11 +230,12 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
                 instruments,
                 store,
                 scheduler,
-                Renderer(project_id, instruments.registry, sparse=settings.sparse_metrics),
+                Renderer(instruments.registry, sparse=settings.sparse_metrics),
                 watchlist,
                 jobs_file,
-                discovery,
-                clusters=clusters,
+                discoveries,
+                targets,
+                clusters,
             )
         finally:
             await scheduler.stop()
@@ -237,11 +244,10 @@ async def exporter(settings: Settings) -> AsyncIterator[Exporter]:
 async def run_once(settings: Settings) -> int:
     """Poll every watched job once and print the exposition; 0 if every poll succeeded."""
     async with exporter(settings) as ex:
-        listed = True
-        if ex.clusters is not None:  # names and phases: they do not decide the exit status
-            await ex.clusters.refresh()
-        if ex.discovery is not None:
-            listed = (await ex.discovery.refresh()).ok
+        # Cluster names and phases, first: discovery keeps to the clusters it names.
+        await asyncio.gather(*(clusters.refresh() for clusters in ex.clusters))
+        passes = await asyncio.gather(*(discovery.refresh() for discovery in ex.discoveries))
+        listed = all(result.ok for result in passes)
         if not ex.store:
             event(
                 log,
@@ -257,8 +263,10 @@ async def run_once(settings: Settings) -> int:
 
 async def _serve_http(ex: Exporter) -> tuple[web.AppRunner, LiveWebConfig | None]:
     """Start the HTTP server; return it, and the web config it follows (if any)."""
+    # The page names the project when there is one; with several, each job names its own.
+    project_id = ex.targets[0].project_id if len(ex.targets) == 1 else ""
     context = WebContext(
-        ex.store, ex.renderer, ex.ready, ex.settings.project_id or "", clusters=ex.clusters
+        ex.store, ex.renderer, ex.ready, project_id, clusters=AllClusters(ex.clusters)
     )
     app = create_app(context)
     web_config = None
@@ -335,10 +343,20 @@ async def run_service(
             logging.INFO,
             "started",
             jobs=len(ex.store),
-            endpoint=settings.cce_endpoint,
-            auth=settings.auth_method,
             poll_interval=settings.poll_interval,
+            targets=len(ex.targets),
         )
+        for target in ex.targets:
+            event(
+                log,
+                logging.INFO,
+                "target_configured",
+                target=target.name,
+                project_id=target.project_id,
+                endpoint=target.endpoint,
+                auth=target.auth_method,
+                discover=target.discover,
+            )
         try:
             await stop.wait()
         finally:

@@ -1,14 +1,30 @@
 """Structured logging: one event name and key=value fields per line, as text or JSON."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 _FIELDS = "fields"
+# The target whose work the running task does, if any: its name leads every
+# event logged meanwhile, so that the lines of one target's client,
+# authentication and discovery say whose they are.
+_target: ContextVar[str | None] = ContextVar("log_target", default=None)
+
+
+@contextlib.contextmanager
+def about_target(name: str) -> Iterator[None]:
+    """Name `name` as the target in every event the task logs within the block."""
+    token = _target.set(name)
+    try:
+        yield
+    finally:
+        _target.reset(token)
 
 
 class _TextFormatter(logging.Formatter):
@@ -54,8 +70,11 @@ def _text_value(value: object) -> str:
 
 
 def event(logger: logging.Logger, level: int, name: str, **fields: object) -> None:
-    """Log the event `name` with its fields."""
+    """Log the event `name` with its fields (the target's name first, within `about_target`)."""
     if logger.isEnabledFor(level):
+        target = _target.get()
+        if target is not None and "target" not in fields:
+            fields = {"target": target, **fields}
         logger.log(level, name, extra={_FIELDS: fields})
 
 

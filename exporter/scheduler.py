@@ -6,9 +6,16 @@ everything the loop waits for (the next poll of a job, the end of its
 retention), so that a step of the wall clock (an NTP step, a VM resumed)
 neither stops polling nor drops jobs early.
 
-The scheduler owns which jobs are watched: one `_Slot` per job holds all it
+The scheduler owns which jobs are watched: one `Slot` per job holds all it
 knows of the job but its snapshot (which the `JobStore` holds), the routes
-that named it among them, so a job leaves with everything about it at once.
+that named it among them, and the target it belongs to, so a job leaves with
+everything about it at once.
+
+Targets: each job is polled through its target's reader (a client of its
+own: endpoint, credentials, rate limit, backoffs) with its target's project
+ID. The concurrency slots are shared by all targets, handed out to the
+targets with polls waiting in turn (`exporter.cce.concurrency`). A job ID
+belongs to one target: watching it for another is refused here too.
 """
 
 import asyncio
@@ -17,19 +24,28 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
 from exporter.cce.auth.gate import AUTH_KINDS
 from exporter.cce.concurrency import RequestSlots
 from exporter.errors import ApiError
 from exporter.jobs.ids import Api
-from exporter.jobs.state import JobState, JobStore
+from exporter.jobs.state import DEFAULT_TARGET, JobState, JobStore
 from exporter.jobs.tree import JobTree
-from exporter.logs import crash, event
+from exporter.logs import about_target, crash, event
 from exporter.metrics.cce_exporter import Instruments
 from exporter.metrics.history import JobHistory
+from exporter.watch.polling import (
+    JobReader,
+    PollSettings,
+    PollTarget,
+    PollTargets,
+    Slot,
+    next_delay,
+)
+
+__all__ = ["JobReader", "PollSettings", "PollTarget", "Scheduler", "next_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -37,69 +53,16 @@ log = logging.getLogger(__name__)
 _MAX_SLEEP = 1.0
 
 
-# A job that answers 404 is polled this many times less often at the most.
-_MAX_SLOWDOWN = 32
-
-
-def next_delay(gone_for: float | None, interval: float) -> float:
-    """Return the seconds until a job's next poll.
-
-    That is the interval; for a job answering 404 for `gone_for` seconds, as
-    long as it has been gone (so the gaps double), between 1 and 32 intervals.
-    """
-    if gone_for is None:
-        return interval
-    return min(_MAX_SLOWDOWN * interval, max(interval, gone_for))
-
-
-class JobReader(Protocol):
-    """What the scheduler needs of the client."""
-
-    async def show_job(self, project_id: str, job_id: str, api: Api = Api.CCE) -> JobTree:
-        """Read one job tree from the API it lives on."""
-        ...
-
-    async def find_job(self, project_id: str, job_id: str) -> tuple[Api, JobTree]:
-        """Read one job tree from whichever API knows it, and say which."""
-        ...
-
-
-@dataclass(slots=True)
-class _Slot:
-    """One watched job, as the scheduler keeps it; times are monotonic."""
-
-    # What named the job (settings, the jobs file, ...): it is watched while any does.
-    routes: set[str] = field(default_factory=set)
-    due: float | None = None  # when it is next polled; None once finished: never again
-    # The earliest its next request may go: an interval after its last one, so
-    # no job is asked twice within one.
-    not_before: float = -math.inf
-    keep_until: float | None = None  # finished: when its series leave
-    gone_since: float | None = None  # when its current run of 404 answers began
-    in_flight: bool = False
-    # The API the job lives on; None until a read finds it (then it is asked there only).
-    api: Api | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PollSettings:
-    """How the scheduler polls."""
-
-    project_id: str
-    poll_interval: float
-    poll_concurrency: int
-    finished_retention: float
-    # Each poll of a pass starts after a random delay of up to this many
-    # seconds, so that many jobs due together do not fire at once.
-    jitter: float = 1.0
-
-
 class Scheduler:
-    """Polls the watched jobs and keeps the latest state of each in the store."""
+    """Polls the watched jobs and keeps the latest state of each in the store.
+
+    `reader` is the reader of the one implicit target (`default`, of
+    `settings.project_id`), or every target with its own.
+    """
 
     def __init__(
         self,
-        reader: JobReader,
+        reader: JobReader | Sequence[PollTarget],
         store: JobStore,
         instruments: Instruments,
         settings: PollSettings,
@@ -110,7 +73,7 @@ class Scheduler:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         history: JobHistory | None = None,
     ) -> None:
-        self._reader = reader
+        self._targets = PollTargets(reader, settings.project_id)
         self._history = history  # told of every change of state: it counts the jobs that end
         self._store = store
         self._instruments = instruments
@@ -120,13 +83,17 @@ class Scheduler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep  # before a request: its jitter, or its interval's end
         # poll_concurrency: a poll gives its slot up while its retries wait.
-        self._requests = RequestSlots(settings.poll_concurrency)
-        self._slots: dict[str, _Slot] = {}
+        # With several targets, each leaves one slot for every other.
+        share = settings.poll_concurrency - (len(self._targets.names) - 1)
+        self._requests = RequestSlots(settings.poll_concurrency, share=share)
+        self._slots: dict[str, Slot] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._wakes_at = -math.inf  # when the loop's current sleep ends (monotonic)
         self._watched = {
-            state: instruments.watched_jobs.labels(state) for state in ("active", "finished")
+            (name, state): instruments.target(name).watched_jobs.labels(state)
+            for name in self._targets.names
+            for state in ("active", "finished")
         }
 
     @property
@@ -140,26 +107,46 @@ class Scheduler:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._slots
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The names of the targets, in the order given."""
+        return self._targets.names
+
+    def target_of(self, job_id: str) -> str | None:
+        """Return the target a watched job belongs to (None when it is not watched)."""
+        slot = self._slots.get(job_id)
+        return slot.target.name if slot is not None else None
+
     def routes(self, job_id: str) -> frozenset[str]:
         """Return the routes that name a watched job (empty when it is not watched)."""
         slot = self._slots.get(job_id)
         return frozenset(slot.routes) if slot is not None else frozenset()
 
-    def watch(self, job_ids: Iterable[str], route: str = "", api: Api | None = None) -> list[str]:
-        """Watch jobs for `route` (new ones due at once); return the IDs that were new.
+    def watch(
+        self,
+        job_ids: Iterable[str],
+        route: str = "",
+        target: str | None = None,
+        api: Api | None = None,
+    ) -> list[str]:
+        """Watch jobs of `target` for `route` (new ones due at once); return the IDs that were new.
 
+        `target` may be left out when there is only one. A job watched for
+        another target stays that target's, and `route` is not added to it.
         `api` is the API the jobs live on, when the route knows it.
         """
+        poll_target = self._targets.get(target)
         now = self._monotonic()
         added = []
         for job_id in job_ids:
             slot = self._slots.get(job_id)
             if slot is not None:
-                slot.routes.add(route)
-                slot.api = slot.api or api
+                if slot.target is poll_target:
+                    slot.routes.add(route)
+                    slot.api = slot.api or api
                 continue
-            self._slots[job_id] = _Slot({route}, due=now, api=api)
-            state = JobState(job_id)
+            self._slots[job_id] = Slot(poll_target, {route}, due=now, api=api)
+            state = JobState(job_id, target=poll_target.name, project_id=poll_target.project_id)
             self._store.put(state)
             self._tally(None, state)
             added.append(job_id)
@@ -170,17 +157,18 @@ class Scheduler:
     def adopt(self, state: JobState, route: str = "") -> bool:
         """Start watching a job whose state is already known; return whether it was new.
 
-        A finished state (a job that the job list shows ended) is never polled,
-        and leaves at once when its retention is already over; any other is
-        due at once.
+        The job belongs to the state's target. A finished state (a job that
+        the job list shows ended) is never polled, and leaves at once when its
+        retention is already over; any other is due at once.
         """
         if state.job_id in self._slots:
             return False
-        slot = _Slot({route}, api=state.api)
+        slot = Slot(self._targets.get(state.target), {route}, api=state.api)
         if state.finished:
             left = self._retention_left(state, self._clock())
             if left <= 0:
-                event(log, logging.INFO, "job_expired", job_id=state.job_id, reason="finished")
+                with about_target(state.target):
+                    event(log, logging.INFO, "job_expired", job_id=state.job_id, reason="finished")
                 return True
             slot.keep_until = self._monotonic() + left
         else:
@@ -244,8 +232,10 @@ class Scheduler:
         return ended + vanished
 
     def _expire(self, job_id: str, reason: str) -> None:
+        target = self.target_of(job_id)
         self.unwatch(job_id)
-        event(log, logging.INFO, "job_expired", job_id=job_id, reason=reason)
+        with about_target(target or DEFAULT_TARGET):
+            event(log, logging.INFO, "job_expired", job_id=job_id, reason=reason)
 
     def _retention_left(self, state: JobState, now: float) -> float:
         """Return the seconds a finished job has still to keep its series at `now` (wall)."""
@@ -300,7 +290,7 @@ class Scheduler:
         # these are the ones whose poll has not ended, or never began.
         unreleased = {id(slot): slot for slot in slots}
 
-        async def poll(job_id: str, slot: _Slot) -> None:
+        async def poll(job_id: str, slot: Slot) -> None:
             try:
                 await self._poll(job_id, slot, jitter=jitter)
             finally:
@@ -329,7 +319,7 @@ class Scheduler:
         self._instruments.poll_cycle.set(time.monotonic() - started)
         self._wake.set()
 
-    async def _poll(self, job_id: str, slot: _Slot, *, jitter: bool) -> None:
+    async def _poll(self, job_id: str, slot: Slot, *, jitter: bool) -> None:
         scheduled = slot.due if slot.due is not None else self._monotonic()
         if jitter:
             # Spread the pass's requests, and never ask for a job much sooner
@@ -339,27 +329,30 @@ class Scheduler:
             early = slot.not_before - self._monotonic()
             if max(spread, early) > 0:
                 await self._sleep(max(spread, early))
-        async with self._requests.hold():
+        target = slot.target
+        async with self._requests.hold(target.name):
             if self._slots.get(job_id) is not slot:  # unwatched while it waited
                 return
             started = self._monotonic()
-            project_id = self._settings.project_id
-            try:
-                if slot.api is None:  # found on one API, it is asked there only
-                    api, tree = await self._reader.find_job(project_id, job_id)
+            project_id = target.project_id
+            with about_target(target.name):
+                try:
+                    if slot.api is None:  # found on one API, it is asked there only
+                        api, tree = await target.reader.find_job(project_id, job_id)
+                    else:
+                        api = slot.api
+                        tree = await target.reader.show_job(project_id, job_id, api)
+                except ApiError as exc:
+                    self._record_failure(job_id, slot, exc)
                 else:
-                    api, tree = slot.api, await self._reader.show_job(project_id, job_id, slot.api)
-            except ApiError as exc:
-                self._record_failure(job_id, slot, exc)
-            else:
-                slot.api = api
-                self._record_success(job_id, slot, tree)
-            finally:
-                # Even after a bug (an exception other than ApiError), the job
-                # waits its interval: a crash must not turn into a tight loop.
-                self._reschedule(slot, scheduled, started)
+                    slot.api = api
+                    self._record_success(job_id, slot, tree)
+                finally:
+                    # Even after a bug (an exception other than ApiError), the job
+                    # waits its interval: a crash must not turn into a tight loop.
+                    self._reschedule(slot, scheduled, started)
 
-    def _reschedule(self, slot: _Slot, scheduled: float, started: float) -> None:
+    def _reschedule(self, slot: Slot, scheduled: float, started: float) -> None:
         """Set when a job is next due: an interval after it was last due.
 
         Counting from when it was due, not from when its request went out,
@@ -380,7 +373,7 @@ class Scheduler:
             # requests would creep to the end of the jitter window and bunch.
             slot.not_before = started + delay - self._settings.jitter
 
-    def _record_success(self, job_id: str, slot: _Slot, tree: JobTree) -> None:
+    def _record_success(self, job_id: str, slot: Slot, tree: JobTree) -> None:
         before = self._store.get(job_id)
         if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
@@ -414,7 +407,7 @@ class Scheduler:
                 reason=root.reason,
             )
 
-    def _record_failure(self, job_id: str, slot: _Slot, exc: ApiError) -> None:
+    def _record_failure(self, job_id: str, slot: Slot, exc: ApiError) -> None:
         before = self._store.get(job_id)
         if before is None or self._slots.get(job_id) is not slot:  # unwatched meanwhile
             return
@@ -442,4 +435,5 @@ class Scheduler:
             self._history.observe(before, after)
         for state, change in ((before, -1), (after, 1)):
             if state is not None:
-                self._watched["finished" if state.finished else "active"].inc(change)
+                phase = "finished" if state.finished else "active"
+                self._watched[state.target, phase].inc(change)

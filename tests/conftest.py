@@ -11,7 +11,7 @@ from exporter.jobs.ids import Api
 from exporter.jobs.state import JobStore
 from exporter.jobs.tree import JobTree
 from exporter.metrics.cce_exporter import Instruments
-from exporter.scheduler import PollSettings, Scheduler
+from exporter.scheduler import PollSettings, PollTarget, Scheduler
 from exporter.watch.sharding import Shard
 from exporter.watch.watchlist import WatchList
 from tests.standins import jobs
@@ -63,12 +63,23 @@ def instruments() -> Instruments:
 
 
 def idle_watchlist(
-    instruments: Instruments, *, max_jobs: int = 100, shard: Shard | None = None
+    instruments: Instruments,
+    *,
+    max_jobs: int = 100,
+    shard: Shard | None = None,
+    targets: dict[str, str] | None = None,
 ) -> tuple[WatchList, JobStore, Scheduler]:
-    """A watch list over a scheduler that must not poll (its reader fails any read)."""
+    """A watch list over a scheduler that must not poll (its reader fails any read).
+
+    `targets` maps each target's name to its project; without it, the one
+    implicit target of project `p`.
+    """
     store = JobStore()
+    reader = NoReads()
     scheduler = Scheduler(
-        NoReads(),
+        [PollTarget(name, project, reader) for name, project in targets.items()]
+        if targets
+        else reader,
         store,
         instruments,
         PollSettings(project_id="p", poll_interval=30, poll_concurrency=4, finished_retention=60),

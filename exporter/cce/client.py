@@ -34,7 +34,7 @@ from exporter.jobs.ids import Api, check_id
 from exporter.jobs.tree import InvalidJobError, JobTree, flatten
 from exporter.jobs.v2 import MAX_LISTED_JOBS, ListedJob, read_list_text
 from exporter.logs import event
-from exporter.metrics.cce_exporter import Instruments
+from exporter.metrics.cce_exporter import Instruments, TargetInstruments
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class CCEClient:
         session: aiohttp.ClientSession,
         endpoint: str,
         auth: Authenticator,
-        instruments: Instruments,
+        instruments: Instruments | TargetInstruments,
         *,
         timeout: float,
         limiter: RateLimiter | None = None,

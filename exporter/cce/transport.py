@@ -23,7 +23,7 @@ from exporter import __version__
 from exporter.cce.proxy import Proxies, Proxy
 from exporter.errors import ApiError, ErrorKind, valid_text
 from exporter.jobs.decode import loads
-from exporter.metrics.cce_exporter import Instruments
+from exporter.metrics.cce_exporter import Instruments, TargetInstruments, bound
 
 # No real job is anywhere near this; a body past it is refused unread. A
 # compressed body counts as it inflates, so a gzip bomb stops at the cap too.
@@ -304,17 +304,18 @@ class Answer:
 class Transport:
     """Sends requests on one aiohttp session: instrumented, timed out, never redirected.
 
-    Redirects are not followed: they would carry the credentials (or IAM's
-    password) elsewhere, so a 3xx is an answer like any other, and an invalid
-    one to the callers. `api` prefixes the messages of failures ("IAM: ").
-    Requests go through the proxies of the environment (see cce.proxy), read
-    when the transport is made unless `proxies` are given.
+    Requests are counted under the target of `instruments` (the implicit one
+    when given the whole set). Redirects are not followed: they would carry
+    the credentials (or IAM's password) elsewhere, so a 3xx is an answer like
+    any other, and an invalid one to the callers. `api` prefixes the messages
+    of failures ("IAM: "). Requests go through the proxies of the environment
+    (see cce.proxy), read when the transport is made unless `proxies` are given.
     """
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        instruments: Instruments,
+        instruments: Instruments | TargetInstruments,
         *,
         timeout: float,
         api: str = "",
@@ -322,7 +323,7 @@ class Transport:
     ) -> None:
         self._session = session
         self._proxies = proxies if proxies is not None else Proxies.from_environ(os.environ)
-        self._instruments = instruments
+        self._instruments = bound(instruments)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._api = api
 

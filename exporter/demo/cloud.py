@@ -128,8 +128,13 @@ CLUSTERS = (
     DemoCluster("serverless-web", "autopilot", "Available", flavor="cce.autopilot.cluster"),
     DemoCluster("serverless-batch", "autopilot", "Hibernation", flavor="cce.autopilot.cluster"),
 )
-# The demo's jobs run on its CCE clusters, one after another.
-_JOB_CLUSTERS = tuple(cluster for cluster in CLUSTERS if cluster.kind == "cce")
+# A second simulated region: another project, with clusters of its own.
+DEMO_PROJECT_ID_2 = "fedcba9876543210fedcba9876543210"
+CLUSTERS_2 = (
+    DemoCluster("prod-ap", "cce", "Available", flavor="cce.s2.large"),
+    DemoCluster("batch-ap", "cce", "Available", category="Turbo", version="v1.30"),
+    DemoCluster("serverless-ap", "autopilot", "Available", flavor="cce.autopilot.cluster"),
+)
 
 
 def go_time(moment: float) -> str:
@@ -231,7 +236,12 @@ def to_v2(job: dict[str, Any], completed: str | None = None) -> dict[str, Any]:
 
 
 class DemoCloud:
-    """The simulated project: a few jobs at the start, then a new one every `arrival`."""
+    """The simulated project: a few jobs at the start, then a new one every `arrival`.
+
+    `project_id` is the project it serves, `clusters` its clusters; `seed`
+    makes its job IDs its own, so that two clouds (two simulated regions)
+    never share one.
+    """
 
     def __init__(
         self,
@@ -239,11 +249,18 @@ class DemoCloud:
         clock: Callable[[], float] = time.time,
         initial_jobs: int = 4,
         arrival: float = 40.0,
+        project_id: str = DEMO_PROJECT_ID,
+        clusters: tuple[DemoCluster, ...] = CLUSTERS,
+        seed: str = "",
     ) -> None:
         self._clock = clock
         self._epoch = clock()
         self._initial = initial_jobs
         self._arrival = arrival
+        self.project_id = project_id
+        self.clusters = clusters
+        self._job_clusters = tuple(cluster for cluster in clusters if cluster.kind == "cce")
+        self._seed = seed
         self._made: dict[str, DemoJob] = {}
 
     def _job(self, index: int) -> DemoJob:
@@ -252,10 +269,10 @@ class DemoCloud:
             # The first jobs started a little before the demo, at different points.
             started = self._epoch - index * 25.0
         return DemoJob(
-            job_id=str(uuid.uuid5(_NAMESPACE, f"job/{index}")),
+            job_id=str(uuid.uuid5(_NAMESPACE, f"{self._seed}job/{index}")),
             template=TEMPLATES[index % len(TEMPLATES)],
             started=started,
-            cluster_id=_JOB_CLUSTERS[index % len(_JOB_CLUSTERS)].cluster_id,
+            cluster_id=self._job_clusters[index % len(self._job_clusters)].cluster_id,
             occurrence=index // len(TEMPLATES),
         )
 
@@ -289,7 +306,7 @@ async def _show_job(request: web.Request) -> web.Response:
     cloud = request.app[_CLOUD]
     if request.headers.get("X-Auth-Token") != DEMO_TOKEN:
         return _error(401, "CCE.01401001", "Authorization failed")
-    if request.match_info["project_id"] != DEMO_PROJECT_ID:
+    if request.match_info["project_id"] != request.app[_CLOUD].project_id:
         return _error(403, "CCE.01403001", "Forbidden")
     job = cloud.find(request.match_info["job_id"])
     if job is None:
@@ -301,7 +318,7 @@ async def _list_jobs(request: web.Request) -> web.Response:
     cloud = request.app[_CLOUD]
     if request.headers.get("X-Auth-Token") != DEMO_TOKEN:
         return _error(401, "CCE.01401001", "Authorization failed")
-    if request.match_info["project_id"] != DEMO_PROJECT_ID:
+    if request.match_info["project_id"] != request.app[_CLOUD].project_id:
         return _error(403, "CCE.01403001", "Forbidden")
     now = cloud.now()
     listed = []
@@ -315,9 +332,10 @@ async def _list_jobs(request: web.Request) -> web.Response:
 async def _list_clusters(request: web.Request, kind: str) -> web.Response:
     if request.headers.get("X-Auth-Token") != DEMO_TOKEN:
         return _error(401, "CCE.01401001", "Authorization failed")
-    if request.match_info["project_id"] != DEMO_PROJECT_ID:
+    if request.match_info["project_id"] != request.app[_CLOUD].project_id:
         return _error(403, "CCE.01403001", "Forbidden")
-    items = [cluster.to_api() for cluster in CLUSTERS if cluster.kind == kind]
+    clusters = request.app[_CLOUD].clusters
+    items = [cluster.to_api() for cluster in clusters if cluster.kind == kind]
     return web.json_response({"kind": "Cluster", "apiVersion": "v3", "items": items})
 
 

@@ -8,6 +8,9 @@ from exporter.jobs.ids import Api
 from exporter.jobs.tree import JobTree
 
 ERROR_KINDS = tuple(ErrorKind)
+# The name of the one target that settings without `targets` form
+# (`exporter.settings.targets.IMPLICIT_TARGET`).
+DEFAULT_TARGET = "default"
 
 
 def ended_at(end_ns: int | None, now: float) -> float:
@@ -47,6 +50,9 @@ class JobState:
     vanished_at: float | None = None
     # The API the job lives on, once a read found it there.
     api: Api | None = None
+    # Where the job lives: the target that watches it, and that target's project.
+    target: str = DEFAULT_TARGET
+    project_id: str = ""
 
     @property
     def finished(self) -> bool:

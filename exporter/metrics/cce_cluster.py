@@ -5,7 +5,7 @@ from the cluster directory in force, so a cluster that the lists no longer
 show leaves no series behind.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import Metric
 from prometheus_client.core import GaugeMetricFamily
@@ -26,15 +26,17 @@ INFO_LABELS = (
 
 
 class ClusterCollector(Collector):
-    """cce_cluster_info and cce_cluster_status_phase, one set per cluster of the directory."""
+    """cce_cluster_info and cce_cluster_status_phase, one set per cluster of each directory.
 
-    def __init__(self, project_id: str, directory: Callable[[], ClusterDirectory]) -> None:
-        self._project_id = project_id
-        self._directory = directory
+    `directories` gives, for each project (one per target), how to get its
+    directory in force.
+    """
+
+    def __init__(self, directories: Mapping[str, Callable[[], ClusterDirectory]]) -> None:
+        self._directories = dict(directories)
 
     def collect(self) -> Iterable[Metric]:
-        """Yield both families, fresh from the directory in force."""
-        p = self._project_id
+        """Yield both families, fresh from the directories in force."""
         info = GaugeMetricFamily(
             "cce_cluster_info",
             "Each cluster of the project with its name, kind, category, type, flavor and"
@@ -46,7 +48,17 @@ class ClusterCollector(Collector):
             "Phase of a cluster: 1 for the current phase, 0 for the other documented ones.",
             labels=("project_id", "cluster_id", "phase"),
         )
-        for cluster in self._directory():
+        for p, directory in self._directories.items():
+            self._add(info, phase, p, directory())
+        yield info
+        yield phase
+
+    @staticmethod
+    def _add(
+        info: GaugeMetricFamily, phase: GaugeMetricFamily, p: str, directory: ClusterDirectory
+    ) -> None:
+        """Add one project's clusters to both families."""
+        for cluster in directory:
             c = cluster.cluster_id
             info.add_metric(
                 [
@@ -65,5 +77,3 @@ class ClusterCollector(Collector):
                 phase.add_metric([p, c, known], 1.0 if cluster.phase == known else 0.0)
             if cluster.phase and cluster.phase not in CLUSTER_PHASES:
                 phase.add_metric([p, c, cluster.phase], 1.0)
-        yield info
-        yield phase

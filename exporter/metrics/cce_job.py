@@ -114,11 +114,14 @@ TREE_FAMILIES = FAMILIES[: FAMILIES.index(Family.POLL_SUCCESS)]
 POLL_FAMILIES = FAMILIES[len(TREE_FAMILIES) :]
 
 
-def render_job(state: JobState, project_id: str, *, sparse: bool = False) -> tuple[bytes, ...]:
-    """Render every series of one watched job: one chunk per family, in the order of FAMILIES."""
+def render_job(state: JobState, *, sparse: bool = False) -> tuple[bytes, ...]:
+    """Render every series of one watched job: one chunk per family, in the order of FAMILIES.
+
+    Its `project_id` is the job's own, its target's project.
+    """
     api = state.api.value if state.api is not None else ""
-    tree = render_tree(state.tree, state.job_id, project_id, api=api, sparse=sparse)
-    return tree + render_polls(state, project_id, sparse=sparse)
+    tree = render_tree(state.tree, state.job_id, state.project_id, api=api, sparse=sparse)
+    return tree + render_polls(state, sparse=sparse)
 
 
 def render_tree(
@@ -139,11 +142,11 @@ def render_tree(
     return tuple("".join(lines[family]).encode() for family in TREE_FAMILIES)
 
 
-def render_polls(state: JobState, project_id: str, *, sparse: bool = False) -> tuple[bytes, ...]:
-    """Render the polling series of a watched job: one chunk per family of POLL_FAMILIES."""
+def render_polls(state: JobState, *, sparse: bool = False) -> tuple[bytes, ...]:
+    """Render the polling series of a watched job (of its own project): POLL_FAMILIES' chunks."""
     lines: dict[Family, list[str]] = {family: [] for family in POLL_FAMILIES}
     # Labels in sorted order, as prometheus-client writes them.
-    poll = f'job_id="{_escape(state.job_id)}",project_id="{_escape(project_id)}"'
+    poll = f'job_id="{_escape(state.job_id)}",project_id="{_escape(state.project_id)}"'
     if state.polls:
         lines[Family.POLL_SUCCESS].append(
             f"cce_job_poll_success{{{poll}}} {float(state.last_ok)}\n"

@@ -159,10 +159,7 @@ class Renderer:
     exporter.metrics.cce_job).
     """
 
-    def __init__(
-        self, project_id: str, registry: CollectorRegistry, *, sparse: bool = False
-    ) -> None:
-        self._project_id = project_id
+    def __init__(self, registry: CollectorRegistry, *, sparse: bool = False) -> None:
         self._registry = registry
         self._sparse = sparse
         self._cache: dict[str, RenderedJob] = {}
@@ -180,15 +177,16 @@ class Renderer:
                     rendered is not None
                     and rendered.state.tree is state.tree
                     and rendered.state.api is state.api
+                    and rendered.state.project_id == state.project_id
                 ):
                     tree = rendered.pieces[:trees]  # the same tree, read again by a poll
                 else:
                     api = state.api.value if state.api is not None else ""
                     text = render_tree(
-                        state.tree, state.job_id, self._project_id, api=api, sparse=self._sparse
+                        state.tree, state.job_id, state.project_id, api=api, sparse=self._sparse
                     )
                     tree = _pieces(text)
-                polls = _pieces(render_polls(state, self._project_id, sparse=self._sparse))
+                polls = _pieces(render_polls(state, sparse=self._sparse))
                 rendered = RenderedJob(state, tree + polls)
             fresh[state.job_id] = rendered
         self._cache = fresh

@@ -4,7 +4,9 @@
 `cce_subjobs_failed_total` count each root job once, in the process that saw
 it end, and keep counting after the job's own series are gone. The scheduler
 tells `JobHistory.observe` of every change of a watched job's state, whatever
-route named the job; the rule of what counts is here alone:
+route named the job, and of whichever target: one history serves them all,
+each job counted under its own `project_id`. The rule of what counts is here
+alone:
 
 - a job seen unfinished, then finished, counts;
 - a job first seen finished counts when it ended (its last
@@ -65,13 +67,11 @@ class JobHistory:
     def __init__(
         self,
         registry: CollectorRegistry,
-        project_id: str,
         *,
         started: float,
         retention: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._project_id = project_id
         self._started_ns = round(started * 1e9)  # jobs that ended before this do not count
         self._retention = retention
         self._clock = clock
@@ -112,12 +112,12 @@ class JobHistory:
         root = after.tree.root
         if not after.finished:
             if not seen:  # first seen under way: its series start at 0
-                self._zeros(root.cluster_id, root.job_type)
+                self._zeros(after.project_id, root.cluster_id, root.job_type)
             return
         if not seen and (root.updated_ns is None or root.updated_ns < self._started_ns):
             return
         if self._remember(after.job_id, root.updated_ns):
-            self._count(after.job_id, after.tree)
+            self._count(after.project_id, after.job_id, after.tree)
 
     def _remember(self, job_id: str, end_ns: int | None) -> bool:
         """Remember a job as counted; return False when it was already."""
@@ -145,31 +145,30 @@ class JobHistory:
         self._label_sets.add(labels)
         return True
 
-    def _zeros(self, cluster_id: str, job_type: str) -> None:
+    def _zeros(self, p: str, cluster_id: str, job_type: str) -> None:
         """Create a root job's series at 0, so that its first end shows in rate() and increase()."""
-        p = self._project_id
         for phase in _PHASES:
-            if self._admit("finished", cluster_id, job_type, phase):
+            if self._admit("finished", p, cluster_id, job_type, phase):
                 self.finished.labels(p, cluster_id, job_type, phase)
-            if self._admit("completion", job_type, phase):
+            if self._admit("completion", p, job_type, phase):
                 self.completion.labels(p, job_type, phase)
 
-    def _count(self, job_id: str, tree: JobTree) -> None:
+    def _count(self, p: str, job_id: str, tree: JobTree) -> None:
         root = tree.root
-        p, job_type, phase = self._project_id, root.job_type, root.phase or ""
-        self._zeros(root.cluster_id, job_type)
-        if self._admit("finished", root.cluster_id, job_type, phase):
+        job_type, phase = root.job_type, root.phase or ""
+        self._zeros(p, root.cluster_id, job_type)
+        if self._admit("finished", p, root.cluster_id, job_type, phase):
             self.finished.labels(p, root.cluster_id, job_type, phase).inc()
         created, updated = root.created_ns, root.updated_ns
         if (
             created is not None
             and updated is not None
             and updated >= created
-            and self._admit("completion", job_type, phase)
+            and self._admit("completion", p, job_type, phase)
         ):
             # The exemplar names the job: from a bucket on a dashboard to the job.
             seconds = (updated - created) / 1_000_000_000
             self.completion.labels(p, job_type, phase).observe(seconds, {"job_id": job_id})
         for node in tree.nodes[1:]:
-            if node.phase == "Failed" and self._admit("subjobs", job_type, node.job_type):
+            if node.phase == "Failed" and self._admit("subjobs", p, job_type, node.job_type):
                 self.subjobs_failed.labels(p, job_type, node.job_type).inc()

@@ -2,6 +2,8 @@
 
 Both answer only when `admin_token` is set (404 otherwise) and only to
 `Authorization: Bearer <admin_token>` (401 otherwise), compared in constant time.
+A POST names the target of its jobs in `target`, which may be left out when
+there is only one; a DELETE needs none (a job is watched for one target).
 """
 
 import hmac
@@ -15,7 +17,7 @@ from pydantic import SecretStr
 from exporter.jobs.ids import is_valid_id
 from exporter.logs import Summary, event
 from exporter.server.webconfig.basic_auth import bearer_protected
-from exporter.watch.watchlist import Route, WatchList
+from exporter.watch.watchlist import Route, UnknownTargetError, WatchList
 
 log = logging.getLogger(__name__)
 
@@ -64,41 +66,71 @@ def _refusal(request: web.Request) -> web.Response | None:
     return None
 
 
-@bearer_protected
-async def add_jobs(request: web.Request) -> web.Response:
-    """Start watching the job IDs of `{"job_ids": [...]}`."""
-    refusal = _refusal(request)
-    if refusal is not None:
-        return refusal
+class _BadRequestError(Exception):
+    """A request the job API refuses: the answer to send."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def _read_request(request: web.Request, watchlist: WatchList) -> tuple[list[str], str]:
+    """Read the job IDs of a POST and the target it names; raise _BadRequestError when wrong."""
     try:
         # JSON is UTF-8 (RFC 8259) whatever charset the Content-Type claims.
         body = json.loads((await request.read()).decode("utf-8"))
     except (ValueError, RecursionError):  # not UTF-8, not JSON, or absurdly nested
-        return _problem(400, 'the body must be JSON: {"job_ids": ["..."]}')
+        raise _BadRequestError(
+            _problem(400, 'the body must be JSON: {"job_ids": ["..."]}')
+        ) from None
     job_ids = body.get("job_ids") if isinstance(body, dict) else None
     if not isinstance(job_ids, list) or not all(isinstance(i, str) for i in job_ids):
-        return _problem(400, 'the body must be {"job_ids": ["..."]}, a list of strings')
+        message = 'the body must be {"job_ids": ["..."]}, a list of strings'
+        raise _BadRequestError(_problem(400, message))
     if len(job_ids) > MAX_IDS_PER_REQUEST:
-        return _problem(400, f"at most {MAX_IDS_PER_REQUEST} job IDs a request")
+        raise _BadRequestError(_problem(400, f"at most {MAX_IDS_PER_REQUEST} job IDs a request"))
+    named = body.get("target")
+    if named is not None and not isinstance(named, str):
+        raise _BadRequestError(_problem(400, "target must be a string, the name of a target"))
+    try:
+        return job_ids, watchlist.target(named)
+    except UnknownTargetError as exc:
+        raise _BadRequestError(_problem(400, str(exc), targets=list(watchlist.targets))) from None
+
+
+@bearer_protected
+async def add_jobs(request: web.Request) -> web.Response:
+    """Start watching the job IDs of `{"job_ids": [...], "target": "..."}`."""
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal
     watchlist = request.app[_ADMIN].watchlist
+    try:
+        job_ids, target = await _read_request(request, watchlist)
+    except _BadRequestError as bad:
+        return bad.response
     invalid = [job_id for job_id in job_ids if not is_valid_id(job_id)]
     if invalid:
         # Offered only to be counted as refused: nothing of a bad request is watched.
-        watchlist.add(Route.API, invalid)
+        watchlist.add(Route.API, invalid, target)
         return _problem(
             400,
             "invalid job IDs: 1 to 64 letters, digits, '-' or '_', starting with a letter or digit",
             invalid=invalid[:100],
         )
-    outcome = watchlist.add(Route.API, job_ids)
+    outcome = watchlist.add(Route.API, job_ids, target)
     answer = {
+        "target": target,
         "added": list(outcome.added),
         "already_watched": list(outcome.already_watched),
         "other_shard": list(outcome.other_shard),
+        "other_target": list(outcome.other_target),
         "refused": list(outcome.refused),
     }
-    # 409 tells a script that some jobs found no room under max_jobs.
-    return web.json_response(answer, status=409 if outcome.refused else 200)
+    # 409 tells a script that some jobs found no room under max_jobs, or are
+    # watched for another target.
+    conflict = outcome.refused or outcome.other_target
+    return web.json_response(answer, status=409 if conflict else 200)
 
 
 @bearer_protected

@@ -164,7 +164,7 @@ async def landing(request: web.Request) -> web.Response:
 def _filters(request: web.Request) -> Filters:
     query = request.query
     return Filters.from_query(
-        {name: query.getall(name, []) for name in ("phase", "type", "cluster", "q")}
+        {name: query.getall(name, []) for name in ("target", "phase", "type", "cluster", "q")}
     )
 
 

@@ -13,7 +13,8 @@ latest `ClusterDirectory`, replaced whole at each refresh.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import operator
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,7 +27,8 @@ from exporter.jobs.clusters import (
     ClusterKind,
     ClusterList,
 )
-from exporter.logs import event
+from exporter.jobs.state import DEFAULT_TARGET
+from exporter.logs import about_target, event
 from exporter.metrics.cce_exporter import Instruments
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class ClusterRefreshSettings:
     project_id: str
     interval: float = 300.0
     kinds: tuple[ClusterKind, ...] = (ClusterKind.CCE, ClusterKind.AUTOPILOT)
+    target: str = DEFAULT_TARGET  # whose project: named in the log lines
 
 
 class ClusterRefresher:
@@ -88,12 +91,22 @@ class ClusterRefresher:
         """The clusters as last read: an immutable snapshot, replaced whole at each refresh."""
         return self._directory
 
+    @property
+    def project_id(self) -> str:
+        """The project whose clusters these are."""
+        return self._settings.project_id
+
+    def current(self) -> ClusterDirectory:
+        """Return the directory in force (for a collector that reads it at each scrape)."""
+        return self._directory
+
     async def refresh(self) -> bool:
         """Read every cluster list once; return whether all were read."""
-        try:
-            return await self._refresh()
-        finally:
-            self._tried.set()  # even after a bug: discovery must not wait for ever
+        with about_target(self._settings.target):
+            try:
+                return await self._refresh()
+            finally:
+                self._tried.set()  # even after a bug: discovery must not wait for ever
 
     async def _refresh(self) -> bool:
         kinds = self._settings.kinds
@@ -169,3 +182,33 @@ class ClusterRefresher:
             kept=len(self._lists.get(kind, ())),
             **fields,
         )
+
+
+class AllClusters:
+    """The clusters of every target as one directory (cluster IDs are unique across projects).
+
+    For the status page, which names the clusters of jobs of every target, and
+    filters by cluster name across them. The merged directory is made again
+    only when a target's directory was replaced.
+    """
+
+    def __init__(self, sources: Sequence[Clusters]) -> None:
+        self._sources = tuple(sources)
+        self._seen: tuple[ClusterDirectory, ...] = ()
+        self._merged = EMPTY_DIRECTORY
+
+    @property
+    def directory(self) -> ClusterDirectory:
+        """Every target's clusters, as last read."""
+        current = tuple(source.directory for source in self._sources)
+        if len(current) == 1:
+            return current[0]
+        if len(current) != len(self._seen) or not all(map(operator.is_, current, self._seen)):
+            self._seen = current
+            self._merged = ClusterDirectory(c for directory in current for c in directory)
+        return self._merged
+
+    async def first_read(self) -> ClusterDirectory:
+        """Return the merged directory once every target's lists have been read (or tried)."""
+        await asyncio.gather(*(source.first_read() for source in self._sources))
+        return self.directory

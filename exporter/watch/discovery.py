@@ -16,6 +16,10 @@ With `discover_clusters`, only jobs of those clusters are offered: names are
 resolved to IDs through the cluster lists (`exporter.watch.clusters`), read
 once before the first pass; a name no list shows is said once (it may be an
 ID, which matches as it is, or a cluster not yet created).
+
+Each target that discovers has a Discovery of its own, reading its project's
+lists (and resolving its cluster names through its own cluster lists) with its
+own client: a target whose lists cannot be read holds back no other's.
 """
 
 import asyncio
@@ -28,10 +32,10 @@ from typing import Protocol
 
 from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.ids import Api, is_valid_id
-from exporter.jobs.state import JobState, ended_at
+from exporter.jobs.state import DEFAULT_TARGET, JobState, ended_at
 from exporter.jobs.tree import InvalidJobError
 from exporter.jobs.v2 import ListedJob
-from exporter.logs import event
+from exporter.logs import about_target, event
 from exporter.metrics.cce_exporter import Instruments
 from exporter.watch.clusters import Clusters
 from exporter.watch.watchlist import Outcome, Route, WatchList
@@ -58,6 +62,7 @@ class DiscoverySettings:
     # Seconds a finished job keeps its series: a job listed as finished longer
     # ago than this is not watched at all.
     finished_retention: float = 3600.0
+    target: str = DEFAULT_TARGET  # whose project this is: the jobs found are its
     # Cluster names or IDs whose jobs are offered; empty: every cluster's.
     clusters: tuple[str, ...] = ()
 
@@ -109,6 +114,10 @@ class Discovery:
 
     async def refresh(self) -> Pass:
         """Read both job lists once and act on them."""
+        with about_target(self._settings.target):
+            return await self._refresh()
+
+    async def _refresh(self) -> Pass:
         wanted = await self._wanted_clusters()
         readings = await asyncio.gather(*(self._read(api) for api in Api))
         self.tried = True
@@ -214,7 +223,9 @@ class Discovery:
             done.add(job_id)
         # An invalid ID is counted once while the list shows it.
         if invalid - self._invalid[api]:
-            self._watchlist.add(Route.DISCOVERY, sorted(invalid - self._invalid[api]))
+            self._watchlist.add(
+                Route.DISCOVERY, sorted(invalid - self._invalid[api]), self._settings.target
+            )
         self._invalid[api] = invalid
         done &= present
         return watched, stored
@@ -240,7 +251,9 @@ class Discovery:
         None when the job ended too long ago to be watched at all.
         """
         if not job.finished:
-            return self._watchlist.add(Route.DISCOVERY, [job_id], api), False
+            return self._watchlist.add(
+                Route.DISCOVERY, [job_id], self._settings.target, api=api
+            ), False
         # The same rule as a job polled finished at its first read: retention
         # counts from its end, and a job past it is not watched at all.
         ended = ended_at(job.completed_ns, now)
@@ -248,12 +261,13 @@ class Discovery:
             return None
         state = self._finished_state(job, job_id, now, ended, api)
         if state is None:
-            return self._watchlist.add(Route.DISCOVERY, [job_id], api), False
+            return self._watchlist.add(
+                Route.DISCOVERY, [job_id], self._settings.target, api=api
+            ), False
         return self._watchlist.adopt(Route.DISCOVERY, state), True
 
-    @staticmethod
     def _finished_state(
-        job: ListedJob, job_id: str, now: float, ended: float, api: Api
+        self, job: ListedJob, job_id: str, now: float, ended: float, api: Api
     ) -> JobState | None:
         """Build the state of a job listed finished, if the list says all the metrics need.
 
@@ -271,4 +285,6 @@ class Discovery:
             return None
         if root.updated_ns is None:
             return None
-        return replace(JobState(job_id).succeeded(tree, now, api), finished_at=ended)
+        settings = self._settings
+        state = JobState(job_id, target=settings.target, project_id=settings.project_id)
+        return replace(state.succeeded(tree, now, api), finished_at=ended)

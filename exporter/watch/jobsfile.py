@@ -5,17 +5,23 @@ that a half-written file never unwatches the jobs it lacks. Only a regular
 file of at most MAX_BYTES is read, and off the event loop: a FIFO, a device
 or a directory swapped in, or a file grown past the cap, keeps the jobs the
 file named last, and the log says why once.
+
+A line is a job ID, or a target's name and a job ID (`eu-west 3b44...`): a
+line without a target names the only one, and with several targets is
+ignored, as is a line that names no target there is; the log says which
+lines at each read.
 """
 
 import asyncio
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.filewatch import SettledFiles, Signature
 from exporter.logs import event
-from exporter.watch.watchlist import Route, WatchList
+from exporter.watch.watchlist import Route, UnknownTargetError, WatchList
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +63,31 @@ def read_jobs_file(path: Path) -> str:
         raise _UnusableError(msg) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One line of a jobs file that names a job: its number, the target named (if any), the ID."""
+
+    line: int
+    target: str | None
+    job_id: str
+
+
+def parse_entries(text: str) -> list[Entry]:
+    """Return the entries of a jobs file in order: `[target] job_id` a line, `#` a comment."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split(maxsplit=1)
+        if len(words) == 1:
+            entries.append(Entry(number, None, words[0]))
+        elif words:
+            # More than one ID on the line stays one entry: an invalid ID, counted as such.
+            entries.append(Entry(number, words[0], words[1].strip()))
+    return entries
+
+
 def parse_job_ids(text: str) -> list[str]:
-    """Return the IDs of a jobs file in order: one a line, `#` starts a comment."""
-    ids = []
-    for line in text.splitlines():
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            ids.append(entry)
-    return ids
+    """Return the IDs of a jobs file in order, whatever targets its lines name."""
+    return [entry.job_id for entry in parse_entries(text)]
 
 
 class JobsFile:
@@ -78,7 +101,9 @@ class JobsFile:
         self._check_seconds = check_seconds
         self._file = SettledFiles([path])
         self._checked = False
-        self._entries: set[str] = set()  # every entry of the last read, invalid ones too
+        # Every (target, job ID) of the last read, invalid IDs too; not those
+        # refused for room or for another target, to be offered again.
+        self._entries: set[tuple[str, str]] = set()
         self._problem: str | None = None
 
     def check(self) -> bool:
@@ -140,13 +165,38 @@ class JobsFile:
         if not self._file.read(before):
             return False
         self._problem = None
-        entries = parse_job_ids(text)
+        parsed = parse_entries(text)
+        entries: dict[tuple[str, str], None] = {}
+        ignored: list[str] = []
+        for entry in parsed:
+            try:
+                entries[self._watchlist.target(entry.target), entry.job_id] = None
+            except UnknownTargetError as exc:
+                ignored.append(f"line {entry.line}: {exc}")
         # Only new entries are offered, so that an invalid line is counted once
         # and a job that expired after finishing is not watched again.
         # Removed IDs go first, to make room for the new ones.
-        self._watchlist.release(Route.FILE, sorted(self._entries - set(entries)))
-        outcome = self._watchlist.add(Route.FILE, [e for e in entries if e not in self._entries])
-        # IDs refused for want of room are offered again at the next change.
-        self._entries = set(entries) - set(outcome.refused)
-        event(log, logging.INFO, "jobs_file_read", path=str(self._path), entries=len(entries))
+        removed = sorted(job_id for _, job_id in self._entries - entries.keys())
+        self._watchlist.release(Route.FILE, removed)
+        offered: dict[str, list[str]] = {}
+        for target, job_id in entries:
+            if (target, job_id) not in self._entries:
+                offered.setdefault(target, []).append(job_id)
+        again: set[tuple[str, str]] = set()
+        for target, job_ids in offered.items():
+            outcome = self._watchlist.add(Route.FILE, job_ids, target)
+            # IDs refused for want of room, or watched for another target, are
+            # offered again at the next change.
+            again.update((target, job_id) for job_id in outcome.refused + outcome.other_target)
+        self._entries = set(entries) - again
+        if ignored:
+            event(
+                log,
+                logging.WARNING,
+                "jobs_file_lines_ignored",
+                path=str(self._path),
+                count=len(ignored),
+                first=ignored[0],
+            )
+        event(log, logging.INFO, "jobs_file_read", path=str(self._path), entries=len(parsed))
         return True

@@ -30,7 +30,7 @@ async def _client(
     web_config: Path | None = None,
 ) -> tuple[TestClient[Any, Any], WatchList, JobStore]:
     watchlist, store, _ = idle_watchlist(instruments, max_jobs=max_jobs, shard=shard)
-    app = create_app(WebContext(store, Renderer("p", instruments.registry), lambda: True))
+    app = create_app(WebContext(store, Renderer(instruments.registry), lambda: True))
     adminapi.register(
         app, adminapi.AdminContext(watchlist, SecretStr(token) if token is not None else None)
     )
@@ -59,9 +59,11 @@ async def test_post_adds_jobs_that_are_then_exported(
     response = await client.post("/api/v1/jobs", json={"job_ids": ["job-a", "job-b"]}, headers=AUTH)
     assert response.status == 200
     assert await response.json() == {
+        "target": "default",
         "added": ["job-a", "job-b"],
         "already_watched": [],
         "other_shard": [],
+        "other_target": [],
         "refused": [],
     }
     assert {state.job_id for state in store} == {"job-a", "job-b"}
@@ -189,7 +191,7 @@ async def test_invalid_ids_are_400_and_counted(
     assert (await response.json())["invalid"] == ["../../etc/passwd"]
     assert len(store) == 0
     rejected = instruments.registry.get_sample_value(
-        "cce_exporter_rejected_jobs_total", {"reason": "invalid_id"}
+        "cce_exporter_rejected_jobs_total", {"target": "default", "reason": "invalid_id"}
     )
     assert rejected == 1
     bad_delete = await client.delete("/api/v1/jobs/bad%2Fid", headers=AUTH)

@@ -69,7 +69,8 @@ class Rig:
     def requests(self, operation: str, code: str) -> float:
         """How many requests the exporter counted for an operation and status."""
         value = self.instruments.registry.get_sample_value(
-            "cce_exporter_api_requests_total", {"operation": operation, "code": code}
+            "cce_exporter_api_requests_total",
+            {"target": "default", "operation": operation, "code": code},
         )
         return value or 0.0
 
@@ -151,7 +152,7 @@ async def test_iam_tokens_that_expire_every_few_seconds_never_stop_polling(rig: 
     assert len(rig.standin.issued) >= 9
     assert rig.requests("iam_token", "201") == len(rig.standin.issued)
     expiry = rig.instruments.registry.get_sample_value(
-        "cce_exporter_token_expiry_timestamp_seconds"
+        "cce_exporter_token_expiry_timestamp_seconds", {"target": "default"}
     )
     assert expiry == pytest.approx(rig.standin.tokens[rig.standin.issued[-1]], abs=0.01)
 

@@ -111,7 +111,7 @@ async def test_each_job_is_polled_on_its_own_api_and_autopilot_is_probed_once(ri
         "ap-job": Api.AUTOPILOT,
     }
     assert all(state.last_ok and state.polls == 4 for state in states.values())
-    series = parse_series(Renderer(PROJECT_ID, rig.instruments.registry).render(rig.store).decode())
+    series = parse_series(Renderer(rig.instruments.registry).render(rig.store).decode())
     apis = {dict(key)["job_id"]: dict(key)["api"] for name, key in series if name == "cce_job_info"}
     assert apis == {"cce-job": "cce", "ap-job": "autopilot", "ap-step": "autopilot"}
     document = jobs_json(rig.store, PROJECT_ID, rig.clock.now)
@@ -139,7 +139,9 @@ async def test_a_job_known_to_neither_api_ages_out_as_not_found(
     start = rig.clock.now - INTERVAL
     rig.clock.now = start + RETENTION
     assert rig.scheduler.expire() == ["nowhere"]
-    assert _fields(caplog, "job_expired") == [{"job_id": "nowhere", "reason": "not_found"}]
+    assert _fields(caplog, "job_expired") == [
+        {"target": "default", "job_id": "nowhere", "reason": "not_found"}
+    ]
     # Each poll cost the two requests, and counted as one failure.
     assert rig.api.requests["nowhere"] == rig.api.autopilot_requests["nowhere"]
 
@@ -281,7 +283,8 @@ async def test_a_failing_list_loses_nothing_of_the_other_and_each_failure_counts
         registry = ex.instruments.registry
         failures = {
             operation: registry.get_sample_value(
-                "cce_exporter_api_requests_total", {"operation": operation, "code": "500"}
+                "cce_exporter_api_requests_total",
+                {"target": "default", "operation": operation, "code": "500"},
             )
             for operation in ("list_jobs", "list_autopilot_jobs")
         }

@@ -59,7 +59,8 @@ async def test_reads_a_job_with_token_and_content_type(
     assert len(tree.nodes) == 3
     assert (
         instruments.registry.get_sample_value(
-            "cce_exporter_api_requests_total", {"operation": "show_job", "code": "200"}
+            "cce_exporter_api_requests_total",
+            {"target": "default", "operation": "show_job", "code": "200"},
         )
         == 1.0
     )
@@ -180,7 +181,8 @@ async def test_transport_failures_map_to_kinds(
     assert caught.value.kind is kind
     assert (
         instruments.registry.get_sample_value(
-            "cce_exporter_api_requests_total", {"operation": "show_job", "code": "error"}
+            "cce_exporter_api_requests_total",
+            {"target": "default", "operation": "show_job", "code": "error"},
         )
         == 1.0
     )
@@ -413,7 +415,8 @@ async def test_a_request_aiohttp_refuses_to_send_fails_the_poll_as_connection(
     assert state.errors[ERROR_KINDS.index(ErrorKind.CONNECTION)] == 1
     assert scheduler.ready
     unsent = instruments.registry.get_sample_value(
-        "cce_exporter_api_requests_total", {"operation": "show_job", "code": "error"}
+        "cce_exporter_api_requests_total",
+        {"target": "default", "operation": "show_job", "code": "error"},
     )
     assert unsent == 2.0
 

@@ -64,7 +64,8 @@ async def test_list_jobs_reads_the_v2_list(
     assert path == "/api/v2/projects/p1/jobs"
     assert headers["X-Auth-Token"] == "tok"
     count = instruments.registry.get_sample_value(
-        "cce_exporter_api_requests_total", {"operation": "list_jobs", "code": "200"}
+        "cce_exporter_api_requests_total",
+        {"target": "default", "operation": "list_jobs", "code": "200"},
     )
     assert count == 1
 

@@ -51,13 +51,14 @@ class Rig:
 
     def render(self, *, openmetrics: bool = False) -> str:
         """Return the whole exposition (no job is watched)."""
-        renderer = Renderer(PROJECT_ID, self.instruments.registry)
+        renderer = Renderer(self.instruments.registry)
         return renderer.render([], openmetrics=openmetrics).decode()
 
     def requests(self, operation: str, code: str) -> float | None:
         """Return cce_exporter_api_requests_total of one operation and code."""
         return self.instruments.registry.get_sample_value(
-            "cce_exporter_api_requests_total", {"operation": operation, "code": code}
+            "cce_exporter_api_requests_total",
+            {"target": "default", "operation": operation, "code": code},
         )
 
 
@@ -76,7 +77,7 @@ async def rig(aiohttp_server: AiohttpServer, instruments: Instruments) -> AsyncI
             sleep=Sleeps().sleep,
         )
         refresher = ClusterRefresher(client, instruments, ClusterRefreshSettings(PROJECT_ID))
-        instruments.registry.register(ClusterCollector(PROJECT_ID, lambda: refresher.directory))
+        instruments.registry.register(ClusterCollector({PROJECT_ID: lambda: refresher.directory}))
         yield Rig(api, client, refresher, instruments)
 
 
@@ -286,8 +287,8 @@ async def test_the_service_serves_cluster_series_in_both_formats(
         job_ids=("job-1",),
     )
     async with exporter(settings) as ex:
-        assert ex.clusters is not None
-        assert await ex.clusters.refresh()
+        (refresher,) = ex.clusters  # one per target
+        assert await refresher.refresh()
         await ex.scheduler.poll_due(jitter=False)
         text = ex.renderer.render(ex.store).decode()
         openmetrics = ex.renderer.render(ex.store, openmetrics=True).decode()

@@ -4,12 +4,23 @@ from pytest_aiohttp import AiohttpServer
 
 from exporter.cce.auth.base import TokenAuth
 from exporter.cce.client import CCEClient
-from exporter.demo.cloud import DEMO_PROJECT_ID, DEMO_TOKEN, DemoCloud, create_demo_app, go_time
+from exporter.demo import run as demo_run
+from exporter.demo.cloud import (
+    CLUSTERS_2,
+    DEMO_PROJECT_ID,
+    DEMO_PROJECT_ID_2,
+    DEMO_TOKEN,
+    DemoCloud,
+    create_demo_app,
+    go_time,
+)
 from exporter.jobs.state import JobStore
 from exporter.jobs.timestamps import parse_timestamp
 from exporter.jobs.tree import flatten
 from exporter.metrics.cce_exporter import Instruments
 from exporter.scheduler import PollSettings, Scheduler
+from exporter.settings.model import Settings
+from exporter.settings.resolved import resolve_targets
 from tests.standins.clocks import Clock
 
 
@@ -93,3 +104,38 @@ async def test_exporter_follows_the_demo_through_the_real_client(
     assert len(after) > len(before)
     assert any(before[job_id] != after[job_id] for job_id in before)
     assert {"Success", "Failed"} <= set(after.values())
+
+
+def test_the_demo_watches_two_regions_as_two_targets() -> None:
+    """The demo's settings resolve to two targets: two projects, two endpoints, no shared job."""
+    regions = demo_run._regions()
+    targets = [
+        demo_run._target(Settings(), region, f"http://127.0.0.1:{9000 + index}")
+        for index, region in enumerate(regions)
+    ]
+    resolved = resolve_targets(demo_run._demo_settings(Settings(project_id="x"), targets))
+    assert [t.name for t in resolved] == ["demo-eu", "demo-ap"]
+    assert len({t.project_id for t in resolved}) == 2
+    assert len({t.endpoint for t in resolved}) == 2
+    assert all(t.auth_method == "token" for t in resolved)
+    first, second = (set(t.job_ids) for t in resolved)
+    assert first
+    assert second
+    assert not first & second
+    clusters = [{c.cluster_id for c in region.cloud.clusters} for region in regions]
+    assert not clusters[0] & clusters[1]
+
+
+async def test_a_demo_region_serves_only_its_own_project(aiohttp_server: AiohttpServer) -> None:
+    """Each simulated region answers for its own project and refuses the other's."""
+    cloud = DemoCloud(project_id=DEMO_PROJECT_ID_2, clusters=CLUSTERS_2, seed="ap/")
+    server = await aiohttp_server(create_demo_app(cloud))
+    job = cloud.jobs()[0]
+    headers = {"X-Auth-Token": DEMO_TOKEN}
+    async with aiohttp.ClientSession() as session:
+        own = server.make_url(f"/api/v3/projects/{DEMO_PROJECT_ID_2}/jobs/{job.job_id}")
+        other = server.make_url(f"/api/v3/projects/{DEMO_PROJECT_ID}/jobs/{job.job_id}")
+        async with session.get(own, headers=headers) as response:
+            assert response.status == 200
+        async with session.get(other, headers=headers) as response:
+            assert response.status == 403

@@ -50,9 +50,7 @@ async def test_demo_jobs_keep_finishing_in_success_and_failure(
     clock = Clock(1_800_000_000.0)
     cloud = DemoCloud(clock=clock)
     server = await aiohttp_server(create_demo_app(cloud))
-    history = JobHistory(
-        instruments.registry, DEMO_PROJECT_ID, started=clock(), retention=600, clock=clock
-    )
+    history = JobHistory(instruments.registry, started=clock(), retention=600, clock=clock)
     value = instruments.registry.get_sample_value
     totals: list[dict[str, float]] = []
     async with aiohttp.ClientSession() as session:

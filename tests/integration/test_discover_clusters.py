@@ -59,8 +59,8 @@ def _settings(server: TestServer, clusters: str) -> Settings:
 async def _watched(server: TestServer, clusters: str) -> set[str]:
     async with exporter(_settings(server, clusters)) as ex:
         assert ex.discovery is not None
-        assert ex.clusters is not None
-        await ex.clusters.refresh()
+        (refresher,) = ex.clusters  # one per target
+        await refresher.refresh()
         await ex.discovery.refresh()
         return {state.job_id for state in ex.store}
 
@@ -89,8 +89,8 @@ async def test_an_unknown_name_watches_nothing_and_is_said_once(
     caplog.set_level(logging.WARNING)
     async with exporter(_settings(server, "nowhere")) as ex:
         assert ex.discovery is not None
-        assert ex.clusters is not None
-        await ex.clusters.refresh()
+        (refresher,) = ex.clusters  # one per target
+        await refresher.refresh()
         for _ in range(3):
             await ex.discovery.refresh()
         assert len(ex.store) == 0
@@ -104,12 +104,12 @@ async def test_a_name_that_comes_to_resolve_is_picked_up_next_pass(
     """A cluster named before it is listed: its jobs are watched from the pass after it appears."""
     async with exporter(_settings(server, "later")) as ex:
         assert ex.discovery is not None
-        assert ex.clusters is not None
-        await ex.clusters.refresh()
+        (refresher,) = ex.clusters  # one per target
+        await refresher.refresh()
         await ex.discovery.refresh()
         assert len(ex.store) == 0
         cce.clusters.add(UNLISTED, "later")
-        await ex.clusters.refresh()
+        await refresher.refresh()
         await ex.discovery.refresh()
         assert {state.job_id for state in ex.store} == {"unlisted-0", "unlisted-1"}
 

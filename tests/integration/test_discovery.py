@@ -84,7 +84,8 @@ async def test_a_failing_list_keeps_the_jobs_known(cce: FakeCCE, server: TestSer
         assert not result.ok
         assert len(ex.store) == 30
         failures = ex.instruments.registry.get_sample_value(
-            "cce_exporter_api_requests_total", {"operation": "list_jobs", "code": "500"}
+            "cce_exporter_api_requests_total",
+            {"target": "default", "operation": "list_jobs", "code": "500"},
         )
         assert failures == 3  # the first try and the client's two retries
 
@@ -196,7 +197,7 @@ async def test_invalid_listed_ids_are_counted_once(cce: FakeCCE, server: TestSer
         await ex.discovery.refresh()
         await ex.discovery.refresh()
         rejected = ex.instruments.registry.get_sample_value(
-            "cce_exporter_rejected_jobs_total", {"reason": "invalid_id"}
+            "cce_exporter_rejected_jobs_total", {"target": "default", "reason": "invalid_id"}
         )
         assert _ids(ex) == {"good"}
     assert rejected == 1
@@ -212,7 +213,7 @@ async def test_max_jobs_holds_for_discovery(cce: FakeCCE, server: TestServer) ->
         await ex.discovery.refresh()
         assert len(ex.store) == 3
         refused = ex.instruments.registry.get_sample_value(
-            "cce_exporter_rejected_jobs_total", {"reason": "max_jobs"}
+            "cce_exporter_rejected_jobs_total", {"target": "default", "reason": "max_jobs"}
         )
     assert refused == 2
 

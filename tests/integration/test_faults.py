@@ -97,7 +97,7 @@ async def rig(
             project_id=PROJECT, poll_interval=INTERVAL, poll_concurrency=4, finished_retention=600
         )
         scheduler = Scheduler(client, store, instruments, settings, clock=clock, monotonic=clock)
-        renderer = Renderer(PROJECT, instruments.registry)
+        renderer = Renderer(instruments.registry)
         web_client = await aiohttp_client(
             create_app(WebContext(store, renderer, lambda: scheduler.ready, PROJECT))
         )
@@ -238,7 +238,11 @@ async def test_fault_costs_only_its_job(rig: Rig, name: str) -> None:
 def _requests_counted(series: Series, code: str) -> float:
     """The show_job requests the client counted with this status code."""
     return series.get(
-        ("cce_exporter_api_requests_total", labels(operation="show_job", code=code)), 0.0
+        (
+            "cce_exporter_api_requests_total",
+            labels(target="default", operation="show_job", code=code),
+        ),
+        0.0,
     )
 
 

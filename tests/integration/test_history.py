@@ -76,7 +76,7 @@ class Rig:
 
     def render(self, *, openmetrics: bool = False) -> str:
         """Return the whole exposition, as /metrics serves it."""
-        renderer = Renderer(PROJECT_ID, self.instruments.registry)
+        renderer = Renderer(self.instruments.registry)
         return renderer.render(self.store, openmetrics=openmetrics).decode()
 
 
@@ -87,9 +87,7 @@ async def rig(aiohttp_server: AiohttpServer, instruments: Instruments) -> AsyncI
     server = await aiohttp_server(api.app())
     clock = Clock(START)
     store = JobStore()
-    history = JobHistory(
-        instruments.registry, PROJECT_ID, started=clock(), retention=RETENTION, clock=clock
-    )
+    history = JobHistory(instruments.registry, started=clock(), retention=RETENTION, clock=clock)
     async with aiohttp.ClientSession() as session:
         client = CCEClient(
             session,
@@ -287,7 +285,7 @@ async def test_exemplar_in_openmetrics_only(rig: Rig, aiohttp_client: Any) -> No
     rig.clock.now += 150
     rig.jobs.succeed("ex-1")
     await rig.poll()
-    renderer = Renderer(PROJECT_ID, rig.instruments.registry)
+    renderer = Renderer(rig.instruments.registry)
     client = await aiohttp_client(create_app(WebContext(rig.store, renderer, lambda: True)))
     accept = {"Accept": "application/openmetrics-text; version=1.0.0"}
     openmetrics = await (await client.get("/metrics", headers=accept)).text()
@@ -319,9 +317,7 @@ async def test_the_system_scenario_moves_its_jobs_to_an_end_the_history_counts(
     server = await aiohttp_server(api.app())
     clock = Clock(time.time())
     store = JobStore()
-    history = JobHistory(
-        instruments.registry, PROJECT_ID, started=clock(), retention=RETENTION, clock=clock
-    )
+    history = JobHistory(instruments.registry, started=clock(), retention=RETENTION, clock=clock)
     async with aiohttp.ClientSession() as session:
         client = CCEClient(
             session, str(server.make_url("")), TokenAuth(SecretStr(TOKEN)), instruments, timeout=5

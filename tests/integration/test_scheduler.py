@@ -112,7 +112,7 @@ async def test_finished_job_is_not_polled_again(rig: Rig) -> None:
         assert await rig.scheduler.poll_due(jitter=False) == []
     assert rig.api.requests == {"done": 1, "broken": 1}
     assert rig.instruments.registry.get_sample_value(
-        "cce_exporter_watched_jobs", {"state": "finished"}
+        "cce_exporter_watched_jobs", {"target": "default", "state": "finished"}
     ) == 2.0  # fmt: skip
 
 
@@ -128,7 +128,7 @@ async def test_finished_job_is_dropped_after_retention(rig: Rig) -> None:
     await rig.scheduler.poll_due(jitter=False)
     assert "done" not in rig.store
     assert rig.instruments.registry.get_sample_value(
-        "cce_exporter_watched_jobs", {"state": "finished"}
+        "cce_exporter_watched_jobs", {"target": "default", "state": "finished"}
     ) == 0.0  # fmt: skip
 
 
@@ -270,7 +270,7 @@ async def test_vanished_job_is_polled_ever_more_rarely_then_dropped(
     assert rig.api.requests["gone"] == len(polled_at)
     expired = [r for r in caplog.records if r.getMessage() == "job_expired"]
     assert len(expired) == 1
-    assert expired[0].fields == {"job_id": "gone", "reason": "not_found"}  # type: ignore[attr-defined]
+    assert expired[0].fields == {"target": "default", "job_id": "gone", "reason": "not_found"}  # type: ignore[attr-defined]
     assert start + 600 <= rig.clock.now
 
 
@@ -355,8 +355,8 @@ async def test_watched_jobs_gauge_follows_every_change(rig: Rig) -> None:
     def gauge() -> tuple[float | None, float | None]:
         get = rig.instruments.registry.get_sample_value
         return (
-            get("cce_exporter_watched_jobs", {"state": "active"}),
-            get("cce_exporter_watched_jobs", {"state": "finished"}),
+            get("cce_exporter_watched_jobs", {"target": "default", "state": "active"}),
+            get("cce_exporter_watched_jobs", {"target": "default", "state": "finished"}),
         )
 
     rig.api.add_job("run")
@@ -438,11 +438,13 @@ async def test_a_job_found_finished_past_its_retention_is_never_exported(
             assert await rig.scheduler.poll_due(jitter=False) == []
     assert "old" not in rig.store.read  # no phase series, not even for a moment
     assert rig.api.requests["old"] == 1
-    assert _events(caplog, "job_expired") == [{"job_id": "old", "reason": "finished"}]
+    assert _events(caplog, "job_expired") == [
+        {"target": "default", "job_id": "old", "reason": "finished"}
+    ]
     assert _events(caplog, "job_finished") == []
     for state in ("active", "finished"):
         assert rig.instruments.registry.get_sample_value(
-            "cce_exporter_watched_jobs", {"state": state}
+            "cce_exporter_watched_jobs", {"target": "default", "state": state}
         ) == 0.0  # fmt: skip
 
 

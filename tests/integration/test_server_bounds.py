@@ -288,9 +288,9 @@ async def test_status_views_are_built_once_per_snapshot_and_never_hold_up_metric
     for module, name in ((model, "job_json"), (page, "job_card")):  # once a job a build
         real = getattr(module, name)
 
-        def counting(*args: Any, _real: Any = real, _name: str = name) -> Any:
+        def counting(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
             built.append(_name)
-            return _real(*args)
+            return _real(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counting)
     async with serving(tmp_path, jobs=8, subjobs=2000) as (url, _):

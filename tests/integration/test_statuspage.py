@@ -316,7 +316,7 @@ async def client(
     aiohttp_client: AiohttpClient, instruments: Instruments, example_job: dict[str, Any]
 ) -> TestClient[Any, Any]:
     """The real HTTP app over the test store, its status views at NOW."""
-    renderer = Renderer("p1", instruments.registry)
+    renderer = Renderer(instruments.registry)
     # The views' clock stands still at NOW: ages and stuck jobs are as in the other tests.
     views = StatusViews(clock=lambda: NOW)
     context = WebContext(_store(example_job), renderer, lambda: True, "p1", views)
@@ -495,7 +495,7 @@ async def test_clusters_are_filtered_and_shown_by_name(
     lists = _Lists(ClusterDirectory([_cluster("c-2", "prod-eu"), _cluster("c-3", "edge")]))
     context = WebContext(
         _store(example_job),
-        Renderer("p1", instruments.registry),
+        Renderer(instruments.registry),
         lambda: True,
         "p1",
         StatusViews(clock=lambda: NOW),

@@ -25,7 +25,7 @@ async def web(
     store = JobStore()
     store.put(JobState(EXAMPLE_JOB_ID).succeeded(flatten(example_job, EXAMPLE_JOB_ID), 5.0))
     store.put(JobState("waiting"))
-    context = WebContext(store, Renderer("p", instruments.registry), lambda: False)
+    context = WebContext(store, Renderer(instruments.registry), lambda: False)
     return await aiohttp_client(create_app(context)), store
 
 

@@ -51,7 +51,7 @@ def _write(path: Path, text: str) -> Path:
 
 async def _serve(config: Path) -> tuple[web.AppRunner, int]:
     instruments = Instruments()
-    app = create_app(WebContext(JobStore(), Renderer("p", instruments.registry), lambda: True))
+    app = create_app(WebContext(JobStore(), Renderer(instruments.registry), lambda: True))
     context = secure(app, LiveWebConfig(config))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -57,7 +57,7 @@ def _der(leaf: trustme.LeafCert) -> bytes:
 async def _serving(config: Path) -> AsyncIterator[tuple[int, LiveWebConfig]]:
     """Serve the exporter's routes under the web config, on an ephemeral loopback port."""
     live = LiveWebConfig(config)
-    app = create_app(WebContext(JobStore(), Renderer("p", Instruments().registry), lambda: True))
+    app = create_app(WebContext(JobStore(), Renderer(Instruments().registry), lambda: True))
     context = secure(app, live)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

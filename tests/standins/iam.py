@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 from aiohttp import web
 from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -52,11 +53,14 @@ class StandIn:
     failures: Counter[str] = field(default_factory=Counter)  # AK -> bad signatures in a row
     issued: list[str] = field(default_factory=list)
     locked_until: dict[str, float] = field(default_factory=dict)  # AK -> end of its lock
+    project_id: str = PROJECT_ID  # the one project it serves jobs and tokens of
+    listing: list[Any] = field(default_factory=list)  # the v2 job list, for discovery
 
     def app(self) -> web.Application:
-        """Build the aiohttp application serving the CCE job and IAM token APIs."""
+        """Build the aiohttp application serving the CCE job, job list and IAM token APIs."""
         app = web.Application()
         app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", self._show_job)
+        app.router.add_get("/api/v2/projects/{project_id}/jobs", self._list_jobs)
         app.router.add_post("/v3/auth/tokens", self._issue_token)
         return app
 
@@ -127,11 +131,21 @@ class StandIn:
         if refusal is not None:
             return refusal
         project = request.match_info["project_id"]
-        if project != PROJECT_ID or request.headers.get("X-Project-Id", project) != project:
+        if project != self.project_id or request.headers.get("X-Project-Id", project) != project:
             return _error(403, "CCE.01403001", "Forbidden")
         job = example_job()
         job["metadata"]["uid"] = request.match_info["job_id"]
         return web.json_response(job)
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        self.seen["list_jobs"] += 1
+        refusal = self._check(request, await request.read())
+        if refusal is not None:
+            return refusal
+        project = request.match_info["project_id"]
+        if project != self.project_id or request.headers.get("X-Project-Id", project) != project:
+            return _error(403, "CCE.01403001", "Forbidden")
+        return web.json_response(self.listing)
 
     async def _issue_token(self, request: web.Request) -> web.Response:
         self.seen["iam_token"] += 1
@@ -154,7 +168,7 @@ class StandIn:
                 },
                 status=401,
             )
-        if scope != PROJECT_ID:
+        if scope != self.project_id:
             return web.json_response({"error": {"code": 403, "message": "no such project"}}, 403)
         token = "MII" + secrets.token_urlsafe(48)
         now = self.clock()

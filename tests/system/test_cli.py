@@ -277,6 +277,15 @@ async def test_demo_runs_and_stops() -> None:
         success = [v for (name, _), v in series.items() if name == "cce_job_poll_success"]
         assert success
         assert set(success) == {1.0}
+        # Two simulated regions: two targets, two projects, jobs of both.
+        targets = {
+            dict(key)["target"]: dict(key)["project_id"]
+            for name, key in series
+            if name == "cce_exporter_target_info"
+        }
+        assert set(targets) == {"demo-eu", "demo-ap"}
+        projects = {dict(key)["project_id"] for name, key in series if name == "cce_job_info"}
+        assert projects == set(targets.values())
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.communicate(), 10)
         assert process.returncode == 0

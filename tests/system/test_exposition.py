@@ -30,8 +30,9 @@ CERT = "fd474f82-9606-11e8-baa8-0255ac10215d"
 POLLED_AT = 1_700_000_000.25
 
 
-def _state(example_job: dict[str, Any]) -> JobState:
-    return JobState(ROOT).succeeded(flatten(example_job, ROOT), POLLED_AT, Api.CCE)
+def _state(example_job: dict[str, Any], project_id: str = PROJECT_ID) -> JobState:
+    job = JobState(ROOT, project_id=project_id)
+    return job.succeeded(flatten(example_job, ROOT), POLLED_AT, Api.CCE)
 
 
 def _job_part(text: str) -> str:
@@ -42,7 +43,7 @@ def test_example_gives_exactly_the_spec_series(
     example_job: dict[str, Any], instruments: Instruments
 ) -> None:
     """The API page's example renders every job-tree and polling series with exact values."""
-    text = Renderer(PROJECT_ID, instruments.registry).render([_state(example_job)]).decode()
+    text = Renderer(instruments.registry).render([_state(example_job)]).decode()
     series = parse_series(text)
     p = PROJECT_ID
     jobs = {k: v for k, v in series.items() if k[0].startswith("cce_job_")}
@@ -106,40 +107,42 @@ def test_reason_and_failed_polls_are_rendered(example_job: dict[str, Any]) -> No
     """A reason gives one reason series (cut to 200 characters); failed polls count by kind."""
     example_job["status"] = {"phase": "Failed", "reason": 'bad "quote"\\ ' + "x" * 300}
     state = (
-        _state(example_job).failed(ErrorKind.TIMEOUT, "t", 3.0).failed(ErrorKind.TIMEOUT, "t", 4.0)
+        _state(example_job, "p")
+        .failed(ErrorKind.TIMEOUT, "t", 3.0)
+        .failed(ErrorKind.TIMEOUT, "t", 4.0)
     )
-    series = parse_series(render_job(state, "p")[FAMILIES.index(Family.REASON)].decode())
+    series = parse_series(render_job(state)[FAMILIES.index(Family.REASON)].decode())
     ((_name, label_set), value), *rest = series.items()
     assert rest == []
     assert value == 1.0
     reason = dict(label_set)["reason"]
     assert reason.startswith('bad "quote"\\ x')
     assert len(reason) == 200
-    errors = parse_series(render_job(state, "p")[FAMILIES.index(Family.POLL_ERRORS)].decode())
+    errors = parse_series(render_job(state)[FAMILIES.index(Family.POLL_ERRORS)].decode())
     assert errors[("cce_job_poll_errors_total", labels(
         project_id="p", job_id=ROOT, error="timeout"))] == 2.0  # fmt: skip
-    success = render_job(state, "p")[FAMILIES.index(Family.POLL_SUCCESS)].decode()
+    success = render_job(state)[FAMILIES.index(Family.POLL_SUCCESS)].decode()
     assert success.endswith("} 0.0\n")
 
 
 def test_unknown_phase_gets_its_own_series() -> None:
     """A phase outside the four is exported as its own series with value 1."""
     state = JobState("j").succeeded(flatten({"status": {"phase": "Paused"}}, "j"), 1.0)
-    series = parse_series(render_job(state, "p")[FAMILIES.index(Family.PHASE)].decode())
+    series = parse_series(render_job(state)[FAMILIES.index(Family.PHASE)].decode())
     phases = {dict(k[1])["phase"]: v for k, v in series.items()}
     assert phases == {"Initializing": 0, "Running": 0, "Success": 0, "Failed": 0, "Paused": 1}
 
 
 def test_unpolled_job_has_only_its_error_counters() -> None:
     """Before its first poll a watched job shows zeroed error counters and nothing else."""
-    series = parse_series(Renderer("p", CollectorRegistry()).render([JobState("j")]).decode())
+    series = parse_series(Renderer(CollectorRegistry()).render([JobState("j")]).decode())
     assert {name for name, _ in series} == {"cce_job_poll_errors_total"}
     assert set(series.values()) == {0.0}
 
 
 def test_dropped_job_leaves_no_series(example_job: dict[str, Any]) -> None:
     """A job that is no longer passed to the renderer leaves no series behind."""
-    renderer = Renderer("p", CollectorRegistry())
+    renderer = Renderer(CollectorRegistry())
     other = JobState("other-job").succeeded(flatten({"status": {"phase": "Running"}}, "x"), 1.0)
     assert ROOT in renderer.render([_state(example_job), other]).decode()
     text = renderer.render([other]).decode()
@@ -164,8 +167,8 @@ def test_cached_rendering_follows_new_states(
 
     monkeypatch.setattr(exposition, "render_tree", counting_render_tree)
     monkeypatch.setattr(exposition, "render_polls", counting_render_polls)
-    renderer = Renderer("p", CollectorRegistry())
-    first = _state(example_job)
+    renderer = Renderer(CollectorRegistry())
+    first = _state(example_job, "p")
     part = renderer.body([first], gzip=True).jobs
     again = renderer.body([first], gzip=True).jobs
     assert (trees, polls) == ([first.tree], [first])  # the second scrape rendered nothing
@@ -193,14 +196,14 @@ def test_a_poll_that_read_the_same_tree_renders_only_the_polls(
         return render_tree(tree, *args, **kwargs)
 
     monkeypatch.setattr(exposition, "render_tree", counting_render_tree)
-    renderer = Renderer("p", CollectorRegistry())
-    first = _state(example_job)
+    renderer = Renderer(CollectorRegistry())
+    first = _state(example_job, "p")
     assert first.tree is not None
     renderer.render([first])
     second = first.succeeded(first.tree, POLLED_AT + 30)
     text = renderer.render([second]).decode()
     assert trees == [first.tree]
-    assert text == Renderer("p", CollectorRegistry()).render([second]).decode()
+    assert text == Renderer(CollectorRegistry()).render([second]).decode()
     last = ("cce_job_last_poll_success_timestamp_seconds", labels(project_id="p", job_id=ROOT))
     assert parse_series(text)[last] == POLLED_AT + 30
 
@@ -289,21 +292,21 @@ def test_output_is_byte_identical_to_prometheus_client(example_job: dict[str, An
     """The fast renderer writes exactly what prometheus-client writes for the same series."""
     failed = {**example_job, "status": {"phase": "Failed", "reason": 'line\nbreak "q" \\'}}
     states = [
-        _state(example_job),
-        JobState("job-2")
+        _state(example_job, "proj"),
+        JobState("job-2", project_id="proj")
         .succeeded(flatten(failed, "job-2"), 2.5, Api.AUTOPILOT)
         .failed(ErrorKind.NOT_FOUND, "x", 3.0),
     ]
     registry = CollectorRegistry()
     registry.register(_Reference(states, "proj"))
     reference = generate_latest(registry).decode()
-    ours = _job_part(Renderer("proj", CollectorRegistry()).render(states).decode())
+    ours = _job_part(Renderer(CollectorRegistry()).render(states).decode())
     assert ours == reference
 
 
 def test_openmetrics_and_gzip_forms(example_job: dict[str, Any], instruments: Instruments) -> None:
     """OpenMetrics output parses with the OpenMetrics parser; gzip output decompresses to text."""
-    renderer = Renderer("p", instruments.registry)
+    renderer = Renderer(instruments.registry)
     state = _state(example_job)
     om = renderer.render([state], openmetrics=True).decode()
     assert om.endswith("# EOF\n")
@@ -328,12 +331,14 @@ def test_promtool_accepts_the_exposition(
 ) -> None:
     """`promtool check metrics` finds no problem in a full exposition."""
     promtool = require_program("promtool")
-    instruments.api_requests.labels("show_job", "200").inc()
-    instruments.api_latency.labels("show_job").observe(0.1)
+    instruments.describe_target("default", PROJECT_ID, "cn-north-4", "https://cce.example.com")
+    instruments.target("default").api_requests.labels("show_job", "200").inc()
+    instruments.target("default").api_latency.labels("show_job").observe(0.1)
+    instruments.target("default").token_expiry.set(2_000_000_000.0)
     instruments.parse_errors.labels("metadata.uid").inc()
     failed = {**example_job, "status": {"phase": "Failed", "reason": "quota exceeded"}}
     states = [_state(example_job), JobState("j2").succeeded(flatten(failed, "j2"), 1.0)]
-    text = Renderer("p", instruments.registry).render(states).decode()
+    text = Renderer(instruments.registry).render(states).decode()
     result = subprocess.run(  # noqa: S603 - a fixed program on our own output
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
@@ -349,8 +354,8 @@ def test_large_bodies_plain_and_gzip_say_the_same(instruments: Instruments) -> N
         tree = flatten(job_object(f"j{n}", phase, steps, reason=f"r{n}"), f"j{n}")
         return JobState(f"j{n}").succeeded(tree, 1_000.0 + n)
 
-    renderer = Renderer("p", instruments.registry)
-    fresh = Renderer("p", CollectorRegistry())
+    renderer = Renderer(instruments.registry)
+    fresh = Renderer(CollectorRegistry())
     states = [job(n, "Running") for n in range(300)]
     for changed in (0, 1, 40):
         for n in range(changed):  # a new tree for some, a failed poll for others

@@ -307,8 +307,20 @@ def test_dashboard_is_current_and_uses_its_variables() -> None:
             targets += 1
     assert targets >= 15
     exprs = " ".join(t["expr"] for p in _panels(dashboard) for t in p.get("targets", []))
-    for name in ("project_id", "cluster_id", "job_type"):
+    for name in ("project_id", "cluster_id", "job_type", "target"):
         assert f"${name}" in exprs
+    # The target picker lists the exporter's targets; every panel about the
+    # exporter's own API traffic, token and watched jobs follows it.
+    assert variables["target"]["definition"] == "label_values(cce_exporter_target_info, target)"
+    for panel in _panels(dashboard):
+        for target in panel.get("targets", []):
+            for family in (
+                "cce_exporter_api_request",
+                "cce_exporter_token_expiry",
+                "cce_exporter_watched_jobs",
+            ):
+                if family in target["expr"]:
+                    assert 'target=~"$target"' in target["expr"], panel["title"]
 
 
 def test_dashboard_has_the_panels_a_reader_needs() -> None:
@@ -326,7 +338,7 @@ def test_dashboard_has_the_panels_a_reader_needs() -> None:
         "cce_job_status_reason_info",
         "cce_job_poll_errors_total",
         "cce_exporter_api_request_duration_seconds_bucket",
-        'cce_exporter_api_requests_total{code="429"}',
+        'cce_exporter_api_requests_total{code="429", target=~"$target"}',
         "cce_exporter_token_expiry_timestamp_seconds",
     ):
         assert metric in exprs, metric

@@ -347,11 +347,12 @@ def test_alerts_reach_the_webhook_with_rendered_annotations(stack: Stack) -> Non
 
     throttled = alerts["CCEApiThrottled", "demo-exporter"]
     assert throttled["labels"]["operation"] == "show_job"
+    assert throttled["labels"]["target"] == "default"  # the exporter's one implicit target
     # The target labels reach this alert too.
     assert throttled["labels"]["region"] == "cn-north-4"
     assert throttled["labels"]["environment"] == "demo"
     assert throttled["annotations"]["summary"] == (
-        "The CCE API is throttling cce-job-exporter demo-exporter (show_job)"
+        "The CCE API is throttling cce-job-exporter demo-exporter (default, show_job)"
     )
 
     down = alerts["CCEExporterDown", "dead-exporter"]

@@ -202,7 +202,10 @@ async def test_no_secret_appears_in_anything_the_process_writes_or_serves(
     await run.get("/")
     log = await run.stop()
     seen += run.seen
-    assert any("cce_exporter_token_expiry_timestamp_seconds " in text for text in run.seen)
+    assert any(
+        'cce_exporter_token_expiry_timestamp_seconds{target="default"} ' in text
+        for text in run.seen
+    )
     assert standin.seen["bad_token"] == 0, log
 
     seen.append(await _check_config(access_key=AK, secret_key=SK, **{"project_id": PROJECT_ID}))

@@ -216,7 +216,7 @@ def _many_jobs(count: int, now: float) -> JobStore:
 def many_jobs_url() -> Iterator[str]:
     """The real app serving 300 jobs."""
     store = _many_jobs(300, time.time())
-    context = WebContext(store, Renderer("demo-project", CollectorRegistry()), lambda: True)
+    context = WebContext(store, Renderer(CollectorRegistry()), lambda: True)
     with serving_in_thread(create_app(context)) as (url,):
         yield url
 

@@ -112,12 +112,12 @@ def _encode(document: Any, *, escaped: bool) -> bytes:
 def _assert_renders(outcome: JobTree | ApiError) -> None:
     """The outcome, stored as a poll's, renders on /metrics, /jobs and /api/v1/jobs as UTF-8."""
     now = 1_700_000_000.0
-    state = JobState(EXAMPLE_JOB_ID)
+    state = JobState(EXAMPLE_JOB_ID, project_id=PROJECT_ID)
     if isinstance(outcome, JobTree):
         state = state.succeeded(outcome, now)
     else:
         state = state.failed(outcome.kind, str(outcome), now)
-    renderer = Renderer(PROJECT_ID, Instruments().registry)
+    renderer = Renderer(Instruments().registry)
     series = parse_series(renderer.render([state]).decode())
     poll = labels(job_id=EXAMPLE_JOB_ID, project_id=PROJECT_ID)
     assert series[("cce_job_poll_success", poll)] == float(isinstance(outcome, JobTree))

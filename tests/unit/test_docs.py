@@ -48,8 +48,8 @@ def _metric_rows() -> list[dict[str, str]]:
 def _served_metrics() -> list[str]:
     """The exposed names of every cce_ metric the exporter serves."""
     instruments = Instruments()
-    JobHistory(instruments.registry, "p", started=0.0, retention=0.0)
-    instruments.registry.register(ClusterCollector("p", lambda: EMPTY_DIRECTORY))
+    JobHistory(instruments.registry, started=0.0, retention=0.0)
+    instruments.registry.register(ClusterCollector({"p": lambda: EMPTY_DIRECTORY}))
     registry_names = [
         metric.name + ("_total" if metric.type == "counter" else "")
         for metric in instruments.registry.collect()

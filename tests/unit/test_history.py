@@ -18,7 +18,7 @@ RETENTION = 600.0
 
 def _running(job_id: str, **kwargs: str) -> JobState:
     tree = flatten(job_object(job_id, "Running", created=START, updated=START, **kwargs), job_id)
-    return JobState(job_id).succeeded(tree, START)
+    return JobState(job_id, project_id="p").succeeded(tree, START)
 
 
 def _ended(before: JobState, phase: str, at: float, **kwargs: str) -> JobState:
@@ -30,7 +30,7 @@ def _ended(before: JobState, phase: str, at: float, **kwargs: str) -> JobState:
 def _history(clock: Clock) -> tuple[JobHistory, Instruments]:
     instruments = Instruments()
     return (
-        JobHistory(instruments.registry, "p", started=START, retention=RETENTION, clock=clock),
+        JobHistory(instruments.registry, started=START, retention=RETENTION, clock=clock),
         instruments,
     )
 
@@ -50,10 +50,10 @@ def test_a_job_is_remembered_for_its_retention_then_forgotten() -> None:
     recorder.observe(None, running)
     recorder.observe(running, _ended(running, "Failed", clock.now))
     clock.now += RETENTION - 1
-    recorder.observe(None, _ended(JobState("a"), "Failed", START + 100))
+    recorder.observe(None, _ended(JobState("a", project_id="p"), "Failed", START + 100))
     assert _finished(instruments) == 1.0
     clock.now += 2
-    recorder.observe(None, _ended(JobState("a"), "Failed", START + 100))
+    recorder.observe(None, _ended(JobState("a", project_id="p"), "Failed", START + 100))
     assert _finished(instruments) == 2.0
 
 
@@ -63,7 +63,7 @@ def test_remembered_jobs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock(START + 1)
     recorder, instruments = _history(clock)
     for index in range(50):
-        recorder.observe(None, _ended(JobState(f"j{index}"), "Failed", clock.now))
+        recorder.observe(None, _ended(JobState(f"j{index}", project_id="p"), "Failed", clock.now))
     assert _finished(instruments) == 50.0
     assert recorder.remembered <= 10
 
@@ -77,7 +77,9 @@ def test_label_sets_are_bounded_and_the_limit_logged_once(
     recorder, instruments = _history(clock)
     with caplog.at_level(logging.WARNING, logger="exporter.metrics.history"):
         for index in range(5):
-            state = _ended(JobState(f"j{index}"), "Failed", clock.now, job_type=f"Type{index}")
+            state = _ended(
+                JobState(f"j{index}", project_id="p"), "Failed", clock.now, job_type=f"Type{index}"
+            )
             recorder.observe(None, state)
     # Each counted type takes two label sets of cce_jobs_finished_total and two of the histogram.
     assert _finished(instruments, "Type0") == 1.0
@@ -94,5 +96,5 @@ def test_a_job_without_an_end_time_first_seen_finished_does_not_count() -> None:
     recorder, instruments = _history(clock)
     body = job_object("x", "Failed", created=START)
     del body["metadata"]["updateTimestamp"]
-    recorder.observe(None, JobState("x").succeeded(flatten(body, "x"), clock.now))
+    recorder.observe(None, JobState("x", project_id="p").succeeded(flatten(body, "x"), clock.now))
     assert _finished(instruments) is None

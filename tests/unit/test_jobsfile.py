@@ -96,7 +96,7 @@ def test_invalid_lines_are_counted_once(tmp_path: Path, instruments: Instruments
     _write(path, "job-a\nnot/valid\njob-b\n")
     assert _settle(jobs_file)
     rejected = instruments.registry.get_sample_value(
-        "cce_exporter_rejected_jobs_total", {"reason": "invalid_id"}
+        "cce_exporter_rejected_jobs_total", {"target": "default", "reason": "invalid_id"}
     )
     assert rejected == 1
     assert _ids(store) == {"job-a", "job-b"}

@@ -70,8 +70,8 @@ def _zero_of_sparse_family(line: str) -> bool:
 def test_sparse_is_the_dense_form_without_its_zeros(jobs: list[tuple[dict[str, Any], Any]]) -> None:
     """The sparse form is the dense one, in the same order, less the zeros of three families."""
     states = [_state(f"job-{n}", job, polls) for n, (job, polls) in enumerate(jobs)]
-    dense = Renderer("p", CollectorRegistry()).render(states).decode()
-    sparse = Renderer("p", CollectorRegistry(), sparse=True).render(states).decode()
+    dense = Renderer(CollectorRegistry()).render(states).decode()
+    sparse = Renderer(CollectorRegistry(), sparse=True).render(states).decode()
     expected = [line for line in _samples(dense) if not _zero_of_sparse_family(line)]
     assert _samples(sparse) == expected
     # Every other zero stays: the sparse form drops nothing but those.
@@ -90,8 +90,8 @@ def test_sparse_form_at_most_halves_a_typical_job() -> None:
     root = _node("root", "Running", "2025-01-01 10:00:00 +0000 UTC", None)
     root["spec"]["subJobs"] = steps
     state = _state("root", root, [True, True])
-    dense = _samples(Renderer("p", CollectorRegistry()).render([state]).decode())
-    sparse = _samples(Renderer("p", CollectorRegistry(), sparse=True).render([state]).decode())
+    dense = _samples(Renderer(CollectorRegistry()).render([state]).decode())
+    sparse = _samples(Renderer(CollectorRegistry(), sparse=True).render([state]).decode())
     assert len(sparse) <= len(dense) / 2
 
 

@@ -17,7 +17,7 @@ from tests.standins.jobs import v2_job
 
 def _rejected(instruments: Instruments, reason: str) -> float:
     value = instruments.registry.get_sample_value(
-        "cce_exporter_rejected_jobs_total", {"reason": reason}
+        "cce_exporter_rejected_jobs_total", {"target": "default", "reason": reason}
     )
     assert value is not None
     return value
@@ -100,7 +100,7 @@ def test_adopt_stores_a_finished_state_without_scheduling_a_poll(
     assert scheduler.due_jobs() == []
     assert watchlist.adopt(Route.DISCOVERY, state).already_watched == ("done-1",)
     watched = instruments.registry.get_sample_value(
-        "cce_exporter_watched_jobs", {"state": "finished"}
+        "cce_exporter_watched_jobs", {"target": "default", "state": "finished"}
     )
     assert watched == 1
 
@@ -125,7 +125,7 @@ def test_adopt_drops_a_finished_state_whose_retention_is_over(
     assert "done-1" not in store
     assert [r.getMessage() for r in caplog.records] == ["job_expired"]
     watched = instruments.registry.get_sample_value(
-        "cce_exporter_watched_jobs", {"state": "finished"}
+        "cce_exporter_watched_jobs", {"target": "default", "state": "finished"}
     )
     assert watched == 0
 
@@ -236,7 +236,7 @@ async def test_refusals_for_max_jobs_are_logged_as_counts_not_per_job(
     assert len(refused) == 1
     assert (
         instruments.registry.get_sample_value(
-            "cce_exporter_rejected_jobs_total", {"reason": "max_jobs"}
+            "cce_exporter_rejected_jobs_total", {"target": "default", "reason": "max_jobs"}
         )
         == 3 * 1990
     )

@@ -30,7 +30,7 @@ from exporter.errors import ApiError, ErrorKind
 from exporter.jobs.decode import loads
 from exporter.jobs.timestamps import is_zero_time
 from exporter.logs import event
-from exporter.metrics.cce_exporter import Instruments
+from exporter.metrics.cce_exporter import Instruments, TargetInstruments, bound
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class IamAuth:
         username: str,
         password: SecretStr,
         project_id: str,
-        instruments: Instruments,
+        instruments: Instruments | TargetInstruments,
         timeout: float,
         clock: Callable[[], float] = time.time,
         gate: AuthGate | None = None,
@@ -130,7 +130,7 @@ class IamAuth:
         self._attempts = 0
         self._failure: ApiError | None = None
         self._dropped: tuple[str | None, bool] = (None, False)  # last token refused, verdict
-        self._expiry = instruments.token_expiry
+        self._expiry = bound(instruments).token_expiry
 
     def __repr__(self) -> str:
         return f"IamAuth(url={self._url}, user={self._username}, password=**********)"

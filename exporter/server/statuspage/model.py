@@ -120,6 +120,8 @@ def job_json(
     nodes = state.tree.nodes if state.tree is not None else ()
     return {
         "job_id": state.job_id,
+        "target": state.target,
+        "project_id": state.project_id,
         "cluster_name": clusters.name(nodes[0].cluster_id) if nodes else "",
         "api": state.api.value if state.api is not None else None,
         "polls": state.polls,
@@ -150,6 +152,7 @@ class Filters:
     type: tuple[str, ...] = ()
     cluster: tuple[str, ...] = ()
     q: str = ""
+    target: tuple[str, ...] = ()
     # The cluster IDs that `cluster` (names or IDs) stands for: see `resolved`.
     cluster_ids: frozenset[str] = frozenset()
 
@@ -162,6 +165,7 @@ class Filters:
             type=_values(query, "type"),
             cluster=_values(query, "cluster"),
             q=q[0].lower() if q else "",
+            target=_values(query, "target"),
             cluster_ids=frozenset(_values(query, "cluster")),
         )
 
@@ -175,7 +179,8 @@ class Filters:
 
     def pairs(self) -> list[tuple[str, str]]:
         """Return the filters as query-string pairs, to keep them in links."""
-        pairs = [("phase", value) for value in self.phase]
+        pairs = [("target", value) for value in self.target]
+        pairs += [("phase", value) for value in self.phase]
         pairs += [("type", value) for value in self.type]
         pairs += [("cluster", value) for value in self.cluster]
         if self.q:
@@ -185,11 +190,12 @@ class Filters:
     def matches(self, state: JobState) -> bool:
         """Tell whether the job passes every filter."""
         root = state.tree.root if state.tree is not None else None
-        if self.phase and (root is None or (root.phase or "").lower() not in self.phase):
-            return False
-        if self.type and (root is None or root.job_type not in self.type):
-            return False
-        if self.cluster and (root is None or root.cluster_id not in self.cluster_ids):
+        if (
+            (self.target and state.target not in self.target)
+            or (self.phase and (root is None or (root.phase or "").lower() not in self.phase))
+            or (self.type and (root is None or root.job_type not in self.type))
+            or (self.cluster and (root is None or root.cluster_id not in self.cluster_ids))
+        ):
             return False
         if self.q:
             if self.q in state.job_id.lower():
@@ -212,6 +218,14 @@ def _created(state: JobState) -> float:
     return float("inf")
 
 
+def targets_of(states: Iterable[JobState]) -> dict[str, int]:
+    """Count the jobs of each target, by name."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.target] = counts.get(state.target, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def ordered(states: Iterable[JobState], now: float) -> list[tuple[Group, JobState]]:
     """Return the jobs with their groups, problems first, newest first within a group."""
     grouped = [(group_of(state, now), state) for state in states]
@@ -226,9 +240,11 @@ def jobs_json(
     clusters: ClusterDirectory = EMPTY_DIRECTORY,
 ) -> dict[str, Any]:
     """Build the whole JSON document of `/api/v1/jobs`."""
+    states = list(states)
     return {
         "project_id": project_id,
         "generated_at": iso_time(now),
+        "targets": targets_of(states),
         "jobs": [
             job_json(state, now, clusters)
             for _, state in ordered(states, now)

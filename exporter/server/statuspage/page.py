@@ -24,6 +24,7 @@ from exporter.server.statuspage.model import (
     node_duration,
     ordered,
     seconds,
+    targets_of,
 )
 from exporter.server.statuspage.stuck import stuck_threshold
 
@@ -189,9 +190,17 @@ _API_NAMES = {Api.CCE: "CCE", Api.AUTOPILOT: "CCE Autopilot"}
 
 
 def job_card(
-    state: JobState, group: Group, now: float, clusters: ClusterDirectory = EMPTY_DIRECTORY
+    state: JobState,
+    group: Group,
+    now: float,
+    clusters: ClusterDirectory = EMPTY_DIRECTORY,
+    *,
+    show_target: bool = False,
 ) -> str:
-    """One watched job: its facts, its failure, and its tree folded in a `<details>`."""
+    """One watched job: its facts, its failure, and its tree folded in a `<details>`.
+
+    `show_target` names the job's target and project first among its facts.
+    """
     tree = state.tree
     root = tree.root if tree is not None else None
     if root is None:
@@ -203,6 +212,9 @@ def job_card(
         facts = _root_facts(root, now, clusters) + _poll_facts(state, now)
     if state.api is not None:  # which job API the job lives on
         facts.insert(0, _API_NAMES[state.api])
+    if show_target:
+        where = f'target <a href="{link(Filters(target=(state.target,)))}">{_e(state.target)}</a>'
+        facts.insert(0, f"{where} (project {_e(state.project_id or '-')})")
     stuck = ""
     if group is Group.STUCK and root is not None:
         limit = human_duration(stuck_threshold(root.job_type))
@@ -224,7 +236,8 @@ def job_card(
     css = _GROUP_CLASSES[group]
     job_id = _e(state.job_id)
     return (
-        f'<article class="job {css}" id="job-{job_id}" data-job-id="{job_id}">'
+        f'<article class="job {css}" id="job-{job_id}" data-job-id="{job_id}" '
+        f'data-target="{_e(state.target)}">'
         f"<h3>{title}{stuck}</h3>"
         f'<div class="id">{job_id} · <a href="{_job_link(state.job_id)}">JSON</a></div>'
         f'<p class="facts">{" · ".join(facts)}</p>{failure}{error}{folded}</article>'
@@ -263,7 +276,17 @@ def _summary(jobs: list[tuple[Group, JobState]]) -> str:
     return f'<p class="summary">{text}</p>'
 
 
-def _form(filters: Filters) -> str:
+def _targets(counts: dict[str, int], filters: Filters) -> str:
+    """Name each target with its count of jobs, each a link to its jobs alone."""
+    parts = []
+    for name, count in counts.items():
+        current = ' aria-current="true"' if name in filters.target else ""
+        href = link(Filters(target=(name,)))
+        parts.append(f'<a href="{href}"{current}>{_e(name)}</a> ({count})')
+    return f'<p class="targets">Targets: {" · ".join(parts)}.</p>'
+
+
+def _form(filters: Filters, *, with_target: bool = False) -> str:
     chosen = filters.phase[0] if filters.phase else ""
     options = "".join(
         f'<option value="{_e(value)}"{" selected" if value == chosen else ""}>{_e(label)}</option>'
@@ -272,6 +295,11 @@ def _form(filters: Filters) -> str:
     fields = "".join(
         f'<input name="{name}" value="{_e(value)}" placeholder="{placeholder}" size="14">'
         for name, value, placeholder in (
+            *(
+                (("target", filters.target[0] if filters.target else "", "target"),)
+                if with_target
+                else ()
+            ),
             ("type", filters.type[0] if filters.type else "", "job type"),
             ("cluster", filters.cluster[0] if filters.cluster else "", "cluster name or ID"),
             ("q", filters.q, "job ID or resource name"),
@@ -354,6 +382,8 @@ def render_html(
 ) -> str:
     """Render the `/jobs` page: the summary of every job, then one page of those that match."""
     jobs = ordered(states, now)
+    counts = targets_of(state for _, state in jobs)
+    several = len(counts) > 1 or bool(filters.target)
     matching = [(group, state) for group, state in jobs if filters.matches(state)]
     pages = max(1, math.ceil(len(matching) / PAGE_SIZE))
     page = min(max(page, 1), pages)
@@ -370,7 +400,7 @@ def render_html(
                 f'<section class="group {css}" id="{css}"><h2>{GROUP_TITLES[group]} ({total})</h2>'
             )
             current = group
-        body.append(job_card(state, group, now, clusters))
+        body.append(job_card(state, group, now, clusters, show_target=several))
     if current is not None:
         body.append("</section>")
     if not jobs:
@@ -383,7 +413,8 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
         f"<title>CCE jobs</title><style>{_STYLE}</style></head><body><main>"
-        f"<h1>CCE jobs{project}</h1>{_summary(jobs)}{_form(filters)}"
+        f"<h1>CCE jobs{project}</h1>{_summary(jobs)}"
+        f"{_targets(counts, filters) if several else ''}{_form(filters, with_target=several)}"
         f"{_pages(filters, page, pages, len(shown), len(matching))}"
         f'<p class="links">As of {_e(iso_time(now))}. '
         f'<a href="{link(filters, path="api/v1/jobs")}">JSON</a> · <a href="./">home</a></p>'
