@@ -62,6 +62,10 @@ class StandIn:
         app.router.add_get("/api/v3/projects/{project_id}/jobs/{job_id}", self._show_job)
         app.router.add_get("/api/v2/projects/{project_id}/jobs", self._list_jobs)
         app.router.add_post("/v3/auth/tokens", self._issue_token)
+        # Any other path: the API gateway checks the credentials before it
+        # routes, so a path it does not serve answers 401 to bad ones, and 404
+        # only to good ones (the cluster lists and Autopilot paths, here).
+        app.router.add_route("*", "/{path:.*}", self._not_served)
         return app
 
     def _check(self, request: web.Request, body: bytes) -> web.Response | None:
@@ -146,6 +150,13 @@ class StandIn:
         if project != self.project_id or request.headers.get("X-Project-Id", project) != project:
             return _error(403, "CCE.01403001", "Forbidden")
         return web.json_response(self.listing)
+
+    async def _not_served(self, request: web.Request) -> web.Response:
+        self.seen["not_served"] += 1
+        refusal = self._check(request, await request.read())
+        if refusal is not None:
+            return refusal
+        return _error(404, "CCE.01404001", "Not found")
 
     async def _issue_token(self, request: web.Request) -> web.Response:
         self.seen["iam_token"] += 1

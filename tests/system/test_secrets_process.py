@@ -165,7 +165,9 @@ async def test_no_secret_appears_in_anything_the_process_writes_or_serves(
     seen += run.seen
     assert log.count("authentication_failed") == 1, log
     assert "check that access_key and secret_key" in log
-    assert 1 <= standin.seen["show_job"] <= 3
+    # A handful: the first refusal holds every later request back (the job
+    # reads, and the two cluster lists, which the stand-in does not serve).
+    assert 1 <= standin.seen["show_job"] + standin.seen["not_served"] <= 5
 
     # 2. Temporary keys: the secret key from a file, the security token from the environment.
     sk_file = tmp_path / "sk"
