@@ -109,7 +109,8 @@ async def test_three_targets_are_polled_and_discovered_apart(
     }
     # Each API saw only its own target's jobs.
     assert set(tokens.requests) == {"tok-1", "tok-found"}
-    assert signed.seen["signature_ok"] == 3  # the list and both jobs, signed with the top AK/SK
+    # Both job lists (Autopilot answers 404 here) and both jobs, signed with the top AK/SK.
+    assert signed.seen["signature_ok"] == 4
     assert signed.seen["bad_signature"] == 0
     assert broken.lists == 1
     assert not broken.requests  # its job failed at the gate: no second refused request
