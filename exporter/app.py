@@ -51,9 +51,12 @@ SHUTDOWN_GRACE = 2.0
 
 @dataclass(slots=True)
 class _Latch:
-    """A flag that, once up, stays up."""
+    """A flag that, once up, stays up; and the jobs it still waits for."""
 
     up: bool = False
+    # The jobs watched when the job lists had first been read, less those
+    # polled since: None until then. Jobs added later are not waited for.
+    waiting: set[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +87,22 @@ class Exporter:
         the job API) are polled as they come, and a thousand of them at once
         must not take the exporter out of its Service for minutes.
         """
-        if not self.started.up:
-            listed = all(discovery.tried for discovery in self.discoveries)
-            self.started.up = listed and self.scheduler.ready
-        return self.started.up
+        latch = self.started
+        if latch.up or not all(discovery.tried for discovery in self.discoveries):
+            return latch.up
+        if latch.waiting is None:
+            # The jobs there are now, and no more: while jobs keep arriving (a
+            # busy project, the demo), some new one is always unpolled, and a
+            # probe that came at such a moment would never see the exporter ready.
+            latch.waiting = {state.job_id for state in self.store}
+        store = self.store
+        latch.waiting = {
+            job_id
+            for job_id in latch.waiting
+            if (state := store.get(job_id)) is not None and state.polls == 0
+        }
+        latch.up = not latch.waiting
+        return latch.up
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
         """Return the loops that feed the watch list beside the poll loop."""

@@ -260,6 +260,23 @@ async def test_not_ready_before_the_first_read_of_the_list(
         assert ex.ready()
 
 
+async def test_jobs_that_arrive_after_the_first_probe_do_not_hold_readiness_back(
+    cce: FakeCCE, server: TestServer
+) -> None:
+    """Readiness waits for the jobs there were when first asked, not for every job since."""
+    cce.add_listed("first", created=time.time() - 60)
+    async with exporter(_settings(server)) as ex:
+        assert ex.discovery is not None
+        await ex.discovery.refresh()
+        assert not ex.ready()  # asked with "first" not polled yet: it is waited for
+        await ex.scheduler.poll_due(jitter=False)
+        # A job that arrives before the next probe, as in a busy project, is not waited for.
+        cce.add_listed("next", created=time.time() - 30)
+        await ex.discovery.refresh()
+        assert not ex.scheduler.ready
+        assert ex.ready()
+
+
 async def test_after_a_restart_no_route_exports_a_job_that_ended_long_ago(
     cce: FakeCCE, server: TestServer, tmp_path: Path
 ) -> None:
